@@ -1,0 +1,21 @@
+"""LM-CLIP as an MMPretrain plugin.
+
+Importing this package registers every component (datasets, samplers,
+models, losses, metrics, hooks, model wrappers) into MMPretrain's registries
+(``mmpretrain.registry``) and makes mmengine's checkpoint loading work on
+torch>=2.6 with ``weights_only`` loading (see :mod:`lmclip_mm.utils.checkpoint`).
+
+Use it from any MMPretrain config with::
+
+    custom_imports = dict(imports=['lmclip_mm'], allow_failed_imports=False)
+    default_scope = 'mmpretrain'
+"""
+from .version import __version__
+from .utils import checkpoint as _checkpoint
+
+_checkpoint.install()
+
+from . import datasets, engine, evaluation, models  # noqa: E402,F401
+from .models import wrappers  # noqa: E402,F401
+
+__all__ = ['__version__']

@@ -1,0 +1,105 @@
+"""What ``tools/train.py`` and ``tools/test.py`` share.
+
+The library part of the tools (open_clip keeps the same split between its
+library and its training scripts): CLI-to-config merging with mmpretrain's
+semantics, plus the two fixes the tools need on top of mmengine 0.10.x:
+
+* dataloaders with ``num_workers=0`` must not get ``persistent_workers=True``
+  (torch raises ``ValueError`` then; mmpretrain's train.py forces it);
+* multi-process training on machines without GPUs: mmengine's ``pytorch``
+  launcher calls ``torch.cuda.set_device`` unconditionally and its runner
+  passes ``device_ids`` to DDP. :func:`init_distributed` initialises the
+  gloo process group itself in that case (mmengine then skips its own init)
+  and selects :class:`~lmclip_mm.models.wrappers.DeviceAgnosticDDP`.
+"""
+import os
+from copy import deepcopy
+from typing import Optional
+
+import torch
+import torch.distributed as torch_dist
+from mmengine.config import Config, ConfigDict
+
+from . import checkpoint as ckpt_utils
+
+DATALOADER_FIELDS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+
+
+def cuda_usable() -> bool:
+    return torch.cuda.is_available() and torch.cuda.device_count() > 0
+
+
+def set_dataloader_defaults(cfg: Config, fields=DATALOADER_FIELDS,
+                            pin_memory: bool = True,
+                            persistent_workers: bool = True) -> None:
+    """Apply mmpretrain's tool defaults to the dataloaders of ``cfg``.
+
+    ``persistent_workers`` is only set where ``num_workers > 0``, and
+    ``pin_memory`` only where CUDA is usable (pinning is useless without a
+    GPU and warns on every worker).
+    """
+    for field in fields:
+        if cfg.get(field, None) is None:
+            continue
+        loader = ConfigDict(collate_fn=dict(type='default_collate'))
+        loader.pin_memory = pin_memory and cuda_usable()
+        if field == 'train_dataloader':
+            loader.persistent_workers = persistent_workers
+        loader.update(cfg[field])
+        if not pin_memory:
+            loader.pin_memory = False
+        if loader.get('num_workers', 0) == 0:
+            loader.persistent_workers = False
+        elif not persistent_workers and field == 'train_dataloader':
+            loader.persistent_workers = False
+        cfg[field] = loader
+
+
+def init_distributed(launcher: str, cfg: Config) -> Optional[str]:
+    """Initialise the process group for CPU-only machines.
+
+    Returns the backend that was initialised here (``'gloo'``), or None
+    when mmengine's runner should initialise it as usual (GPUs, or no
+    launcher).
+    """
+    if launcher == 'none':
+        return None
+    if cuda_usable():
+        return None
+    if launcher != 'pytorch':
+        raise RuntimeError(
+            f'--launcher {launcher} without GPUs is not supported; on a CPU '
+            'machine use --launcher pytorch (tools/dist_train.sh, torchrun).')
+    cfg.model_wrapper_cfg = _cpu_wrapper_cfg(cfg.get('model_wrapper_cfg'))
+    if not torch_dist.is_initialized():
+        dist_cfg = dict(cfg.get('env_cfg', {}).get('dist_cfg', {}))
+        dist_cfg.pop('backend', None)
+        timeout = dist_cfg.pop('timeout', None)
+        if timeout is not None:
+            import datetime
+            dist_cfg['timeout'] = datetime.timedelta(seconds=timeout)
+        torch_dist.init_process_group(backend='gloo', **dist_cfg)
+    return 'gloo'
+
+
+def _cpu_wrapper_cfg(wrapper_cfg):
+    if wrapper_cfg is None:
+        return ConfigDict(type='DeviceAgnosticDDP')
+    wrapper_type = wrapper_cfg.get('type', 'MMDistributedDataParallel')
+    if wrapper_type in ('MMDistributedDataParallel',
+                        'mmengine.MMDistributedDataParallel'):
+        wrapper_cfg = deepcopy(wrapper_cfg)
+        wrapper_cfg.type = 'DeviceAgnosticDDP'
+    return wrapper_cfg
+
+
+def ensure_local_rank(local_rank: int) -> None:
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(local_rank)
+
+
+def trust_from_cli(paths) -> None:
+    """Mark the checkpoints named on the command line as trusted."""
+    for path in paths:
+        if path:
+            ckpt_utils.trust_checkpoint(path)
