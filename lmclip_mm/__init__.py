@@ -10,7 +10,14 @@ Use it from any MMPretrain config with::
     custom_imports = dict(imports=['lmclip_mm'], allow_failed_imports=False)
     default_scope = 'mmpretrain'
 """
+import warnings
+
 from .version import __version__
+
+# mmcv-lite (the dependency: mmpretrain needs none of mmcv's compiled ops)
+# warns on every import that its compiled deformable attention is missing.
+warnings.filterwarnings(
+    'ignore', message='Fail to import ``MultiScaleDeformableAttention``')
 from .utils import checkpoint as _checkpoint
 
 _checkpoint.install()

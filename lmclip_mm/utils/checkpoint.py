@@ -35,6 +35,7 @@ import os
 import os.path as osp
 import pickle
 import threading
+import warnings
 from typing import Callable, Iterator, List, Set
 
 import numpy as np
@@ -181,7 +182,10 @@ def weights_only_guard(source, trusted: bool = False) -> Iterator[None]:
     ``source``.
     """
     if trusted:
-        with _env({_FORCE: None, _FORCE_NO: '1'}):
+        with _env({_FORCE: None, _FORCE_NO: '1'}), warnings.catch_warnings():
+            warnings.filterwarnings(
+                'ignore', message='Environment variable '
+                'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD detected')
             yield
         return
     try:

@@ -22,6 +22,7 @@ from mmengine.config import Config, ConfigDict
 
 from . import checkpoint as ckpt_utils
 
+CPU_WRAPPER = 'mmpretrain.DeviceAgnosticDDP'
 DATALOADER_FIELDS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
 
@@ -71,6 +72,7 @@ def init_distributed(launcher: str, cfg: Config) -> Optional[str]:
             f'--launcher {launcher} without GPUs is not supported; on a CPU '
             'machine use --launcher pytorch (tools/dist_train.sh, torchrun).')
     cfg.model_wrapper_cfg = _cpu_wrapper_cfg(cfg.get('model_wrapper_cfg'))
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
     if not torch_dist.is_initialized():
         dist_cfg = dict(cfg.get('env_cfg', {}).get('dist_cfg', {}))
         dist_cfg.pop('backend', None)
@@ -83,13 +85,16 @@ def init_distributed(launcher: str, cfg: Config) -> Optional[str]:
 
 
 def _cpu_wrapper_cfg(wrapper_cfg):
+    # mmengine's Runner.wrap_model looks the type up with
+    # ``MODEL_WRAPPERS.get`` on the root registry, which ignores the default
+    # scope: the scope must be part of the name.
     if wrapper_cfg is None:
-        return ConfigDict(type='DeviceAgnosticDDP')
+        return ConfigDict(type=CPU_WRAPPER)
     wrapper_type = wrapper_cfg.get('type', 'MMDistributedDataParallel')
     if wrapper_type in ('MMDistributedDataParallel',
                         'mmengine.MMDistributedDataParallel'):
         wrapper_cfg = deepcopy(wrapper_cfg)
-        wrapper_cfg.type = 'DeviceAgnosticDDP'
+        wrapper_cfg.type = CPU_WRAPPER
     return wrapper_cfg
 
 

@@ -15,7 +15,10 @@ class DeviceAgnosticDDP(MMDistributedDataParallel):
     under ``tools/dist_train.sh`` on GPUs (NCCL) and on CPUs (gloo).
 
     Like mmengine's default wrapping, ``broadcast_buffers`` defaults to
-    False. Use it with ``model_wrapper_cfg=dict(type='DeviceAgnosticDDP')``.
+    False. Use it with
+    ``model_wrapper_cfg=dict(type='mmpretrain.DeviceAgnosticDDP')`` (the
+    scope prefix is needed: mmengine's runner looks model wrappers up in the
+    root registry). ``tools/train.py`` selects it by itself on CPU machines.
     """
 
     def __init__(self, module, broadcast_buffers: bool = False, **kwargs):
