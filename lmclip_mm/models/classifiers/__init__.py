@@ -1,0 +1,1 @@
+# Copyright (c) lmclip_mm authors.
