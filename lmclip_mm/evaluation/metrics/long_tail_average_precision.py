@@ -1,0 +1,339 @@
+# Copyright (c) lmclip_mm authors.
+"""Long-tailed multi-label evaluation: mAP over all / head / middle / tail
+classes and macro ROC-AUC.
+
+The per-class average precision is mmpretrain's own
+(:meth:`mmpretrain.evaluation.AveragePrecision.calculate`, i.e.
+``mmpretrain.evaluation.metrics.multi_label._average_precision``); this module
+only adds the class selection, the group means and the AUROC.
+
+Conventions (same as mmpretrain's ``_average_precision``):
+
+* a target entry ``== 1`` is a positive, ``> -1`` and ``!= 1`` a negative,
+  ``-1`` (e.g. "difficult") is ignored for that class;
+* results are in percent.
+
+Classes whose AP is undefined
+-----------------------------
+mmpretrain's ``_average_precision`` returns **0** for a class with no positive
+sample (``0 / max(0, eps)``), which silently drags mAP down, and crashes
+(``IndexError``) for a class whose targets are all ``-1``. Here a class with no
+positive in the evaluated set has an *undefined* AP: it is **excluded** from
+``mAP`` and from its group mean, a :class:`UndefinedMetricWarning` naming it is
+emitted (sklearn warns likewise), and its entry in ``AP_classwise`` is
+``nan``. For AUROC a class also needs at least one negative: classes without
+both a positive and a negative are excluded from ``AUROC`` (same warning). If
+no class of a mean is left (e.g. a group none of whose classes has a positive
+in a small validation subset), that mean is ``nan`` and a warning says so.
+
+Tied scores
+-----------
+mmpretrain's AP sorts the scores with ``torch.argsort`` and walks them one by
+one, so within a block of tied scores the positives and negatives are taken in
+``argsort`` order (unspecified) and the AP depends on that order. sklearn's
+``average_precision_score`` (and the usual VOC/COCO code) treat a block of
+tied scores as a single threshold. Example: targets ``[0, 1, 0, 1, 0, 0]``,
+scores ``[.5, .5, .5, .5, .9, .1]``: sklearn 40.0, mmpretrain 36.67 — and
+50.0 for the same data in reversed order. Without ties the two are identical.
+Saturated sigmoids (``sigmoid(x) == 1.0`` for ``x > ~17`` in float32) or
+half-precision scores produce ties, so be careful comparing mAPs across
+implementations in that case. ``AUROC`` here is tie-exact (average ranks) and
+matches ``sklearn.metrics.roc_auc_score``.
+"""
+import warnings
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from mmpretrain.evaluation.metrics import AveragePrecision
+from mmpretrain.evaluation.metrics.single_label import to_tensor
+from mmpretrain.registry import METRICS
+
+GROUPS = ('head', 'middle', 'tail')
+
+
+class UndefinedMetricWarning(UserWarning):
+    """A per-class metric is undefined and left out of the means."""
+
+
+def _describe(indices: Sequence[int],
+              class_names: Optional[Sequence[str]] = None,
+              limit: int = 30) -> str:
+    items = []
+    for i in list(indices)[:limit]:
+        if class_names is not None and i < len(class_names):
+            items.append(f'{i} ({class_names[i]})')
+        else:
+            items.append(str(i))
+    if len(indices) > limit:
+        items.append(f'... ({len(indices) - limit} more)')
+    return ', '.join(items)
+
+
+def roc_auc_per_class(pred: Union[torch.Tensor, np.ndarray],
+                      target: Union[torch.Tensor, np.ndarray],
+                      chunk_size: int = 256) -> np.ndarray:
+    """ROC-AUC of every class (column), in [0, 1], via the Mann-Whitney U.
+
+    Ties get average ranks, so the result equals
+    ``sklearn.metrics.roc_auc_score`` exactly (up to float rounding). Entries
+    with target ``-1`` are ignored; a class without both a positive
+    (target ``== 1``) and a negative gets ``nan``.
+
+    Args:
+        pred: scores, shape ``(N, C)``.
+        target: targets, shape ``(N, C)``.
+        chunk_size: classes processed at once (bounds the memory).
+
+    Returns:
+        np.ndarray: shape ``(C,)``, float64.
+    """
+    pred = to_tensor(pred).detach().cpu().double().numpy()
+    target = to_tensor(target).detach().cpu().numpy()
+    assert pred.ndim == 2 and pred.shape == target.shape, \
+        'Both `pred` and `target` should have shape `(N, num_classes)`.'
+    num_samples, num_classes = pred.shape
+    auc = np.full(num_classes, np.nan)
+    if num_samples == 0:
+        return auc
+    idx = np.arange(num_samples)[:, None]
+    for start in range(0, num_classes, chunk_size):
+        p = pred[:, start:start + chunk_size].copy()
+        t = target[:, start:start + chunk_size]
+        valid = t > -1
+        pos = (t == 1) & valid
+        n_pos = pos.sum(0)
+        n_neg = valid.sum(0) - n_pos
+        # Ignored entries are sorted after every valid one (np.sort puts NaN
+        # last), so the valid entries get ranks 1..n_valid among themselves.
+        p[~valid] = np.nan
+        order = np.argsort(p, axis=0, kind='stable')
+        s = np.take_along_axis(p, order, axis=0)
+        s_pos = np.take_along_axis(pos, order, axis=0)
+        # tie blocks: first/last sorted position of the block of each entry
+        differs = s[1:] != s[:-1]  # NaN != NaN: ignored entries stay apart
+        first = np.concatenate([np.ones_like(differs[:1]), differs], 0)
+        last = np.concatenate([differs, np.ones_like(differs[:1])], 0)
+        block_start = np.maximum.accumulate(np.where(first, idx, 0), axis=0)
+        block_end = np.minimum.accumulate(
+            np.where(last, idx, num_samples)[::-1], axis=0)[::-1]
+        ranks = (block_start + block_end) / 2.0 + 1.0
+        rank_sum = (ranks * s_pos).sum(0)
+        u = rank_sum - n_pos * (n_pos + 1) / 2.0
+        with np.errstate(divide='ignore', invalid='ignore'):
+            chunk_auc = u / (n_pos * n_neg)
+        chunk_auc[(n_pos == 0) | (n_neg == 0)] = np.nan
+        auc[start:start + chunk_size] = chunk_auc
+    return auc
+
+
+def _nanmean_or_nan(values: np.ndarray) -> float:
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if values.size else float('nan')
+
+
+def long_tail_average_precision(
+        pred: Union[torch.Tensor, np.ndarray],
+        target: Union[torch.Tensor, np.ndarray],
+        head_classes: Optional[Sequence[int]] = None,
+        middle_classes: Optional[Sequence[int]] = None,
+        tail_classes: Optional[Sequence[int]] = None,
+        apply_softmax: bool = False,
+        classwise: bool = False,
+        class_names: Optional[Sequence[str]] = None) -> Dict[str, object]:
+    """mAP (all / head / middle / tail classes) and macro AUROC, in percent.
+
+    Args:
+        pred: scores, shape ``(N, C)``.
+        target: targets, shape ``(N, C)``: 1 positive, 0 negative, -1
+            ignored.
+        head_classes, middle_classes, tail_classes: class indices of each
+            group; a group that is ``None`` gets no ``mAP_<group>`` key.
+        apply_softmax: softmax each sample's scores over the classes first
+            (the LM-CLIP paper's protocol).
+        classwise: also return ``AP_classwise`` (list of C floats, ``nan``
+            for undefined classes).
+        class_names: only used to name classes in warnings.
+
+    Returns:
+        dict: ``mAP``, ``mAP_head`` / ``mAP_middle`` / ``mAP_tail`` (for the
+        given groups), ``AUROC`` and optionally ``AP_classwise``.
+    """
+    pred = to_tensor(pred).detach().cpu()
+    target = to_tensor(target).detach().cpu()
+    assert pred.ndim == 2 and pred.shape == target.shape, \
+        'Both `pred` and `target` should have shape `(N, num_classes)`.'
+    pred = pred.double()
+    if apply_softmax:
+        pred = torch.softmax(pred, dim=1)
+    num_classes = pred.shape[1]
+
+    valid = target > -1
+    pos = (target == 1) & valid
+    has_pos = pos.any(0)
+    has_neg = (valid & ~pos).any(0)
+
+    # --- AP: mmpretrain's implementation, on the classes where it is defined
+    ap = np.full(num_classes, np.nan)
+    ap_defined = torch.nonzero(has_pos).flatten()
+    if ap_defined.numel():
+        ap[ap_defined.numpy()] = AveragePrecision.calculate(
+            pred[:, ap_defined], target[:, ap_defined],
+            average=None).double().numpy()
+    no_pos = torch.nonzero(~has_pos).flatten().tolist()
+    if no_pos:
+        warnings.warn(
+            f'{len(no_pos)} of {num_classes} classes have no positive sample '
+            'in the evaluated set; their AP and AUROC are undefined and they '
+            'are excluded from mAP, the group mAPs and AUROC: '
+            f'{_describe(no_pos, class_names)}',
+            UndefinedMetricWarning,
+            stacklevel=2)
+
+    results: Dict[str, object] = {}
+    results['mAP'] = _nanmean_or_nan(ap)
+    if not ap_defined.numel():
+        warnings.warn('No class has a positive sample: mAP is nan.',
+                      UndefinedMetricWarning, stacklevel=2)
+
+    for name, group in zip(GROUPS, (head_classes, middle_classes,
+                                    tail_classes)):
+        if group is None:
+            continue
+        group = np.asarray(list(group), dtype=np.int64)
+        if group.size and (group.min() < 0 or group.max() >= num_classes):
+            raise ValueError(f'`{name}_classes` has indices out of '
+                             f'[0, {num_classes}): {group.tolist()}')
+        value = _nanmean_or_nan(ap[group])
+        if np.isnan(value):
+            warnings.warn(
+                f'No class of the {name} group ({group.size} classes) has a '
+                f'positive sample in the evaluated set: mAP_{name} is nan.',
+                UndefinedMetricWarning,
+                stacklevel=2)
+        results[f'mAP_{name}'] = value
+
+    # --- macro AUROC
+    auc = roc_auc_per_class(pred, target)
+    no_neg = torch.nonzero(has_pos & ~has_neg).flatten().tolist()
+    if no_neg:
+        warnings.warn(
+            f'{len(no_neg)} of {num_classes} classes have no negative sample '
+            'in the evaluated set; their AUROC is undefined and they are '
+            f'excluded from AUROC: {_describe(no_neg, class_names)}',
+            UndefinedMetricWarning,
+            stacklevel=2)
+    results['AUROC'] = _nanmean_or_nan(auc) * 100.0
+
+    if classwise:
+        results['AP_classwise'] = ap.tolist()
+    return results
+
+
+@METRICS.register_module()
+class LongTailAveragePrecision(AveragePrecision):
+    """mAP, head / middle / tail mAP and macro AUROC for long-tailed
+    multi-label classification (LM-CLIP).
+
+    A subclass of mmpretrain's :class:`AveragePrecision` (same ``process``,
+    same per-class AP code). Reported keys, with the default prefix
+    ``multi-label`` (mmpretrain's, kept)::
+
+        multi-label/mAP
+        multi-label/mAP_head      (when the head group is known)
+        multi-label/mAP_middle    (when the middle group is known)
+        multi-label/mAP_tail      (when the tail group is known)
+        multi-label/AUROC
+        multi-label/AP_classwise  (a list of C floats; classwise=True only)
+
+    e.g. ``default_hooks = dict(checkpoint=dict(save_best=['multi-label/mAP',
+    'multi-label/mAP_tail'], rule='greater'))``.
+
+    The class groups (lists of class indices, or class names if the
+    dataset's ``metainfo`` has ``classes``) are taken from the arguments when
+    given, otherwise from ``dataset_meta`` (``head_classes``,
+    ``middle_classes``, ``tail_classes``; mmengine's loops set
+    ``metric.dataset_meta = dataset.metainfo``). A group found in neither
+    gets no key (warned once). See the module docstring for classes with no
+    positive (excluded from the means, warned) and for tied scores.
+
+    Args:
+        apply_softmax (bool): softmax each image's scores over the classes
+            before computing AP / AUROC (the LM-CLIP paper's protocol).
+            Defaults to False.
+        classwise (bool): also report ``AP_classwise`` (``nan`` for classes
+            without a positive). Defaults to False.
+        head_classes, middle_classes, tail_classes (Sequence[int | str],
+            optional): override the groups of ``dataset_meta``.
+        collect_device (str): 'cpu' or 'gpu'. Defaults to 'cpu'.
+        prefix (str, optional): defaults to ``'multi-label'``.
+    """
+    default_prefix: Optional[str] = 'multi-label'
+
+    def __init__(self,
+                 apply_softmax: bool = False,
+                 classwise: bool = False,
+                 head_classes: Optional[Sequence[Union[int, str]]] = None,
+                 middle_classes: Optional[Sequence[Union[int, str]]] = None,
+                 tail_classes: Optional[Sequence[Union[int, str]]] = None,
+                 collect_device: str = 'cpu',
+                 prefix: Optional[str] = None) -> None:
+        super().__init__(
+            average='macro', collect_device=collect_device, prefix=prefix)
+        self.apply_softmax = apply_softmax
+        self.classwise = classwise
+        self._groups_arg = dict(
+            head=head_classes, middle=middle_classes, tail=tail_classes)
+        self._warned_missing_groups = False
+
+    def _class_names(self) -> Optional[List[str]]:
+        meta = self.dataset_meta or {}
+        names = meta.get('classes')
+        return list(names) if names is not None else None
+
+    def _resolve_groups(self) -> Dict[str, Optional[List[int]]]:
+        meta = self.dataset_meta or {}
+        class_names = self._class_names()
+        groups = {}
+        for name in GROUPS:
+            group = self._groups_arg[name]
+            if group is None:
+                group = meta.get(f'{name}_classes')
+            if group is not None:
+                indices = []
+                for c in group:
+                    if isinstance(c, str):
+                        if class_names is None or c not in class_names:
+                            raise ValueError(
+                                f'Unknown class name {c!r} in '
+                                f'`{name}_classes`.')
+                        indices.append(class_names.index(c))
+                    else:
+                        indices.append(int(c))
+                group = indices
+            groups[name] = group
+        missing = [n for n, g in groups.items() if g is None]
+        if missing and not self._warned_missing_groups:
+            self._warned_missing_groups = True
+            warnings.warn(
+                f'{type(self).__name__}: no class indices for the group(s) '
+                f'{missing} (neither `<group>_classes` arguments nor '
+                '`dataset_meta`); their mAP_<group> is not reported.',
+                UserWarning,
+                stacklevel=2)
+        return groups
+
+    def compute_metrics(self, results: List) -> Dict[str, object]:
+        """Compute the metrics from the processed (collected) results."""
+        target = torch.stack([res['gt_score'] for res in results]).cpu()
+        pred = torch.stack([res['pred_score'] for res in results]).cpu()
+        groups = self._resolve_groups()
+        return long_tail_average_precision(
+            pred,
+            target,
+            head_classes=groups['head'],
+            middle_classes=groups['middle'],
+            tail_classes=groups['tail'],
+            apply_softmax=self.apply_softmax,
+            classwise=self.classwise,
+            class_names=self._class_names())
