@@ -53,14 +53,22 @@ def sample_weights(cat_ids: Sequence[Sequence[int]],
 
     Args:
         cat_ids: the class indices of each image (one sequence per image).
-            An image without any class gets weight 0 (it is never drawn)
-            only if every other image has a class; an all-empty dataset is an
-            error.
+            An image without any class gets weight 0 (it is never drawn),
+            for any power; a dataset where no image has a class is an error.
+        power: ``s >= 0``; ``s = 0`` gives every image with a class weight 1.
     """
+    if not np.isfinite(power) or power < 0:
+        raise ValueError(f'power must be a finite number >= 0, got {power}')
     r = class_rarity(class_counts, num_images)
-    raw = np.array([r[np.asarray(ids, dtype=np.int64)].sum() if len(ids) else
-                    0.0 for ids in cat_ids], dtype=np.float64)
+    raw = np.zeros(len(cat_ids), dtype=np.float64)
+    for i, ids in enumerate(cat_ids):
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if ids.size and (ids.min() < 0 or ids.max() >= r.size):
+            raise ValueError(f'image {i} has class ids {ids.tolist()} outside '
+                             f'0..{r.size - 1}')
+        raw[i] = r[ids].sum()
     if raw.size == 0 or raw.max() <= 0:
         raise ValueError('no image has a class: sample weights are all zero')
-    w = raw**power
+    # 0 ** 0 would be 1: an image without class keeps weight 0 for any power.
+    w = np.where(raw > 0, raw, 1.0)**power * (raw > 0)
     return w / w.max()

@@ -1,0 +1,275 @@
+"""Generic long-tailed multi-label dataset read from LMPT / LM-CLIP list files.
+
+See :mod:`lmclip_mm.datasets.mlt_format` for the file format.
+"""
+import os.path as osp
+from typing import List, Optional, Sequence, Union
+
+from mmengine.fileio import join_path
+from mmengine.utils import is_abs
+from mmpretrain.datasets import MultiLabelDataset
+from mmpretrain.registry import DATASETS
+
+from .mlt_format import (DatasetFileNotFoundError, DatasetFormatError,
+                         class_groups, count_classes, find_bad_images,
+                         parse_captions_file, parse_labels_file,
+                         parse_split_file)
+
+#: metainfo keys computed from the list files (the contract with the model,
+#: the sampler and the metrics).
+COMPUTED_METAINFO_KEYS = ('classes', 'class_counts', 'num_train_images',
+                          'head_classes', 'middle_classes', 'tail_classes')
+
+#: how many bad image paths one error message lists.
+MAX_LISTED_BAD_IMAGES = 20
+
+
+@DATASETS.register_module()
+class LongTailMultiLabelDataset(MultiLabelDataset):
+    """A long-tailed multi-label dataset given as LMPT / LM-CLIP list files.
+
+    Point it at any files of the same format::
+
+        dict(type='LongTailMultiLabelDataset',
+             data_root='data/my_set',
+             labels_file='my_labels.txt',
+             train_file='my_lt_train.txt',
+             test_file='my_lt_test.txt',
+             captions_file='my_lt_captions.txt',   # optional
+             split='train',
+             pipeline=[...])
+
+    File paths are relative to ``data_root`` unless absolute; the image paths
+    in the split files are relative to ``data_root/data_prefix``.
+
+    The class groups and counts always come from the TRAIN split (the test
+    split reads the train file for them). ``metainfo`` holds:
+
+    * ``classes``: tuple of class names ordered by id;
+    * ``class_counts``: list of ``n_c``, the number of train images with
+      class ``c``;
+    * ``num_train_images``: ``N``, the number of train images;
+    * ``head_classes`` / ``middle_classes`` / ``tail_classes``: sorted class
+      indices with ``n_c >= head_threshold`` /
+      ``tail_threshold <= n_c < head_threshold`` / ``n_c < tail_threshold``.
+
+    Each data info holds ``img_path`` (joined path), ``gt_label`` (list of
+    int, in the order of the line; empty for an unlabeled test line) and
+    ``caption`` (str). Pass the caption to the model with
+    ``dict(type='PackInputs', algorithm_keys=['caption'])``.
+
+    Args:
+        labels_file (str): ``name id`` per line.
+        train_file (str): train split, ``path id id ...`` per line. Every
+            line needs at least one id.
+        test_file (str): test split, same format; lines without id are kept
+            with an empty ``gt_label``.
+        data_root (str): root of the list files and the images.
+        split (str): ``'train'`` or ``'test'``.
+        captions_file (str, optional): ``path caption`` per line.
+        caption_source (str): ``'template'`` (default) gives each image the
+            caption ``caption_prefix + ', '.join(its class names)``;
+            ``'file'`` reads it from ``captions_file`` (every image of the
+            split must have one).
+        caption_prefix (str): prefix of the template caption. Defaults to
+            ``'a photo of a '``.
+        head_threshold (int): ``n_c`` from which a class is head. Default 100.
+        tail_threshold (int): ``n_c`` below which a class is tail. Default 20.
+        check_images (bool): check when the dataset is built that every image
+            of the split exists and is a readable non-empty file; all bad
+            ones are reported in one error. Defaults to True.
+        data_prefix (str): folder of the image paths, relative to
+            ``data_root`` unless absolute. Defaults to ``''``.
+        test_mode (bool, optional): defaults to ``split == 'test'``.
+        metainfo (dict, optional): extra meta information. It may not
+            contradict the computed keys (``classes``, ``class_counts``, ...).
+        pipeline, indices, serialize_data, lazy_init, max_refetch: as in
+            :class:`mmpretrain.datasets.BaseDataset`.
+
+    Raises:
+        DatasetFormatError: malformed or inconsistent files; the message
+            names the file, the line and the problem.
+        DatasetFileNotFoundError: a missing list file or missing images.
+    """
+
+    SPLITS = ('train', 'test')
+    CAPTION_SOURCES = ('template', 'file')
+
+    def __init__(self,
+                 labels_file: str,
+                 train_file: str,
+                 test_file: str,
+                 data_root: str = '',
+                 split: str = 'train',
+                 captions_file: Optional[str] = None,
+                 caption_source: str = 'template',
+                 caption_prefix: str = 'a photo of a ',
+                 head_threshold: int = 100,
+                 tail_threshold: int = 20,
+                 check_images: bool = True,
+                 data_prefix: str = '',
+                 pipeline: Sequence = (),
+                 test_mode: Optional[bool] = None,
+                 metainfo: Optional[dict] = None,
+                 indices: Optional[Union[int, Sequence[int]]] = None,
+                 serialize_data: bool = True,
+                 lazy_init: bool = False,
+                 max_refetch: int = 1000):
+        if split not in self.SPLITS:
+            raise ValueError(f'split must be one of {self.SPLITS}, got '
+                             f'{split!r}')
+        if caption_source not in self.CAPTION_SOURCES:
+            raise ValueError('caption_source must be one of '
+                             f'{self.CAPTION_SOURCES}, got {caption_source!r}')
+        if caption_source == 'file' and not captions_file:
+            raise ValueError("caption_source='file' needs a captions_file")
+        data_root = osp.expanduser(data_root) if data_root else data_root
+        self.split = split
+        self.caption_source = caption_source
+        self.caption_prefix = caption_prefix
+        self.check_images = check_images
+        self.head_threshold = head_threshold
+        self.tail_threshold = tail_threshold
+        self.labels_file = self._resolve(data_root, labels_file)
+        self.train_file = self._resolve(data_root, train_file)
+        self.test_file = self._resolve(data_root, test_file)
+        self.captions_file = (
+            self._resolve(data_root, captions_file) if captions_file else None)
+
+        computed = self._compute_metainfo()
+        metainfo = dict(metainfo or {})
+        for key, value in computed.items():
+            if key in metainfo and _normalise(metainfo[key]) != _normalise(
+                    value):
+                raise ValueError(
+                    f'metainfo[{key!r}]={metainfo[key]!r} contradicts the '
+                    f'value computed from the list files ({value!r}); leave '
+                    'it out of metainfo')
+            metainfo[key] = value
+
+        if test_mode is None:
+            test_mode = split == 'test'
+        ann_file = train_file if split == 'train' else test_file
+        super().__init__(
+            ann_file=osp.expanduser(ann_file),
+            metainfo=metainfo,
+            data_root=data_root,
+            data_prefix=osp.expanduser(data_prefix),
+            indices=indices,
+            serialize_data=serialize_data,
+            pipeline=pipeline,
+            test_mode=test_mode,
+            lazy_init=lazy_init,
+            max_refetch=max_refetch)
+
+    @staticmethod
+    def _resolve(data_root: str, path: str) -> str:
+        """The same join as mmengine's ``BaseDataset._join_prefix``."""
+        path = osp.expanduser(path)
+        if data_root and not is_abs(path):
+            return join_path(data_root, path)
+        return path
+
+    def _compute_metainfo(self) -> dict:
+        classes = parse_labels_file(self.labels_file)
+        train = parse_split_file(
+            self.train_file, len(classes), allow_unlabeled=False)
+        if not train:
+            raise DatasetFormatError(
+                f'{self.train_file}: the train split lists no image')
+        counts = count_classes(train, len(classes))
+        empty = [f'{i} ({classes[i]!r})' for i, n in enumerate(counts)
+                 if n == 0]
+        if empty:
+            raise DatasetFormatError(
+                f'{self.train_file}: no train image has class '
+                f'{", ".join(empty)} (defined in {self.labels_file}); the '
+                'class rarity N / n_c is undefined for such a class')
+        head, middle, tail = class_groups(counts, self.head_threshold,
+                                          self.tail_threshold)
+        # Keep the parsed train split for load_data_list.
+        self._train_records = train
+        return dict(
+            classes=classes,
+            class_counts=counts,
+            num_train_images=len(train),
+            head_classes=head,
+            middle_classes=middle,
+            tail_classes=tail)
+
+    def load_data_list(self) -> List[dict]:
+        classes = self._metainfo['classes']
+        if self.split == 'train' and getattr(self, '_train_records', None):
+            records = self._train_records
+        elif self.split == 'train':
+            records = parse_split_file(
+                self.ann_file, len(classes), allow_unlabeled=False)
+        else:
+            records = parse_split_file(
+                self.ann_file, len(classes), allow_unlabeled=True)
+        self._train_records = None
+        if not records:
+            raise DatasetFormatError(
+                f'{self.ann_file}: the {self.split} split lists no image')
+
+        img_paths = [join_path(self.img_prefix, r.path) for r in records]
+        if self.check_images:
+            self._check_images(records, img_paths)
+
+        if self.caption_source == 'file':
+            captions = parse_captions_file(self.captions_file)
+            missing = [r for r in records
+                       if osp.normpath(r.path) not in captions]
+            if missing:
+                listed = '; '.join(f'line {r.line_no}: {r.path}'
+                                   for r in missing[:MAX_LISTED_BAD_IMAGES])
+                raise DatasetFormatError(
+                    f'{self.captions_file}: no caption for {len(missing)} of '
+                    f'the {len(records)} images of {self.ann_file} '
+                    f'(first ones, with their line in {self.ann_file}: '
+                    f'{listed})')
+            texts = [captions[osp.normpath(r.path)][1] for r in records]
+        else:
+            texts = [
+                self.caption_prefix + ', '.join(classes[c] for c in r.labels)
+                for r in records
+            ]
+
+        return [
+            dict(img_path=img_path, gt_label=list(r.labels), caption=text)
+            for r, img_path, text in zip(records, img_paths, texts)
+        ]
+
+    def _check_images(self, records, img_paths) -> None:
+        bad = find_bad_images([(r.line_no, p)
+                               for r, p in zip(records, img_paths)])
+        if not bad:
+            return
+        listed = '\n'.join(f'  line {line_no}: {path} ({why})'
+                           for line_no, path, why in
+                           bad[:MAX_LISTED_BAD_IMAGES])
+        more = (f'\n  ... and {len(bad) - MAX_LISTED_BAD_IMAGES} more'
+                if len(bad) > MAX_LISTED_BAD_IMAGES else '')
+        raise DatasetFileNotFoundError(
+            f'{self.ann_file}: {len(bad)} of the {len(records)} images it '
+            f'lists are missing or unreadable under {self.img_prefix!r}:\n'
+            f'{listed}{more}\n'
+            'Download the images (see data/README.md) or pass '
+            'check_images=False to skip this check.')
+
+    def extra_repr(self) -> List[str]:
+        body = super().extra_repr()
+        meta = self._metainfo
+        body.append(f'Split: \t{self.split}')
+        body.append('Head/middle/tail classes: \t'
+                    f'{len(meta["head_classes"])}/'
+                    f'{len(meta["middle_classes"])}/'
+                    f'{len(meta["tail_classes"])}')
+        return body
+
+
+def _normalise(value):
+    """Compare metainfo values regardless of list/tuple."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_normalise(v) for v in value)
+    return value

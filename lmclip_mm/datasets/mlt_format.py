@@ -1,0 +1,270 @@
+"""Readers for the long-tailed multi-label list files (LMPT / LM-CLIP format).
+
+The format (Wu et al. 2020 splits as distributed by LMPT and LM-CLIP):
+
+* labels file (``*_labels.txt``), one class per line: ``name id``. The name
+  may contain spaces (``traffic light 9``); the id is the last field. Ids are
+  0-based and must be ``0 .. C-1``, each exactly once.
+* split file (``*_lt_train.txt`` / ``*_lt_test.txt``), one image per line:
+  ``relative/image/path id id ...``. A line may carry no id at all (COCO-MLT
+  has 48 such test lines); whether that is allowed is the caller's decision.
+* captions file (``*_lt_captions.txt``), one image per line:
+  ``relative/image/path caption text``.
+
+Lines end with ``\\n`` or ``\\r\\n``; trailing spaces are ignored. Lines that
+are entirely blank carry no record and are ignored; every other line must be
+well formed. Every problem raises :class:`DatasetFormatError` (a
+``ValueError``) or :class:`DatasetFileNotFoundError` (also a
+``FileNotFoundError``) whose message names the file, the line number and the
+problem. Nothing is silently dropped.
+
+These readers only read text: no file is ever unpickled.
+"""
+import os
+import os.path as osp
+import re
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+_INT = re.compile(r'[+-]?[0-9]+')
+
+
+class DatasetFormatError(ValueError):
+    """A dataset file is malformed or inconsistent."""
+
+
+class DatasetFileNotFoundError(DatasetFormatError, FileNotFoundError):
+    """A dataset file (list file or image) is missing or unreadable."""
+
+
+class ImageRecord(NamedTuple):
+    """One line of a split file."""
+    line_no: int
+    path: str
+    labels: Tuple[int, ...]
+
+
+def _where(file: str, line_no: Optional[int] = None) -> str:
+    return f'{file}, line {line_no}' if line_no is not None else str(file)
+
+
+def read_lines(file: str, what: str = 'file') -> List[Tuple[int, str]]:
+    """``(line_no, line)`` for every non-blank line, trailing space removed.
+
+    Raises:
+        DatasetFileNotFoundError: the file is missing or not a regular file.
+        DatasetFormatError: the file is not UTF-8 text.
+    """
+    file = str(file)
+    if not osp.exists(file):
+        raise DatasetFileNotFoundError(f'{what} {file} does not exist')
+    if not osp.isfile(file):
+        raise DatasetFileNotFoundError(f'{what} {file} is not a regular file')
+    with open(file, 'rb') as f:
+        data = f.read()
+    try:
+        text = data.decode('utf-8')
+    except UnicodeDecodeError as e:
+        line_no = data.count(b'\n', 0, e.start) + 1
+        raise DatasetFormatError(
+            f'{_where(file, line_no)}: {what} is not valid UTF-8 text '
+            f'({e.reason} at byte {e.start})') from None
+    if text.startswith('\ufeff'):  # a UTF-8 byte-order mark
+        text = text[1:]
+    lines = []
+    for line_no, line in enumerate(text.split('\n'), start=1):
+        line = line.rstrip()  # also drops the '\r' of CRLF files
+        if line:
+            lines.append((line_no, line))
+    return lines
+
+
+def _parse_int(token: str, file: str, line_no: int, what: str) -> int:
+    if not _INT.fullmatch(token):
+        raise DatasetFormatError(
+            f'{_where(file, line_no)}: {what} {token!r} is not an integer')
+    return int(token)
+
+
+def parse_labels_file(file: str) -> Tuple[str, ...]:
+    """Read a labels file; return the class names ordered by id.
+
+    Raises:
+        DatasetFormatError: a line without ``name id``, a non-integer id, a
+            duplicate name or id, ids that are not ``0 .. C-1``, or no class.
+    """
+    file = str(file)
+    names: Dict[int, str] = {}
+    id_line: Dict[int, int] = {}
+    name_line: Dict[str, int] = {}
+    for line_no, line in read_lines(file, 'labels file'):
+        if line[0].isspace():
+            raise DatasetFormatError(
+                f'{_where(file, line_no)}: empty class name (expected '
+                f"'name id', got {line!r})")
+        fields = line.rsplit(None, 1)
+        if len(fields) != 2:
+            raise DatasetFormatError(
+                f'{_where(file, line_no)}: expected 2 fields '
+                f"'name id', got {len(fields)} ({line!r})")
+        name, token = fields[0].strip(), fields[1]
+        class_id = _parse_int(token, file, line_no, 'class id')
+        if class_id in id_line:
+            raise DatasetFormatError(
+                f'{_where(file, line_no)}: duplicate class id {class_id} '
+                f'(already given on line {id_line[class_id]})')
+        if name in name_line:
+            raise DatasetFormatError(
+                f'{_where(file, line_no)}: duplicate class name {name!r} '
+                f'(already given on line {name_line[name]})')
+        names[class_id] = name
+        id_line[class_id] = line_no
+        name_line[name] = line_no
+    if not names:
+        raise DatasetFormatError(f'{file}: labels file defines no class')
+    num_classes = len(names)
+    for class_id, line_no in sorted(id_line.items(), key=lambda kv: kv[1]):
+        if not 0 <= class_id < num_classes:
+            raise DatasetFormatError(
+                f'{_where(file, line_no)}: class id {class_id} out of range: '
+                f'the file defines {num_classes} classes, so the ids must be '
+                f'0..{num_classes - 1}, each once')
+    return tuple(names[i] for i in range(num_classes))
+
+
+def parse_split_file(file: str,
+                     num_classes: int,
+                     allow_unlabeled: bool = False) -> List[ImageRecord]:
+    """Read a split file (``path id id ...`` per line).
+
+    Args:
+        file: the split file.
+        num_classes: ids must lie in ``0 .. num_classes-1``.
+        allow_unlabeled: whether a line may carry no class id (test splits).
+
+    Raises:
+        DatasetFormatError: an empty path, a non-integer or out-of-range id,
+            an id repeated on one line, a line without id when
+            ``allow_unlabeled`` is False, or an image listed twice.
+    """
+    file = str(file)
+    records = []
+    seen: Dict[str, int] = {}
+    for line_no, line in read_lines(file, 'split file'):
+        if line[0].isspace():
+            raise DatasetFormatError(
+                f'{_where(file, line_no)}: empty image path (the line starts '
+                f'with whitespace: {line!r})')
+        path, *tokens = line.split()
+        labels = []
+        for token in tokens:
+            class_id = _parse_int(token, file, line_no, 'class id')
+            if not 0 <= class_id < num_classes:
+                raise DatasetFormatError(
+                    f'{_where(file, line_no)}: class id {class_id} out of '
+                    f'range 0..{num_classes - 1} (image {path})')
+            if class_id in labels:
+                raise DatasetFormatError(
+                    f'{_where(file, line_no)}: class id {class_id} repeated '
+                    f'(image {path})')
+            labels.append(class_id)
+        if not labels and not allow_unlabeled:
+            raise DatasetFormatError(
+                f'{_where(file, line_no)}: image {path} has no class id '
+                '(every training image needs at least one label)')
+        key = osp.normpath(path)
+        if key in seen:
+            raise DatasetFormatError(
+                f'{_where(file, line_no)}: duplicate image {path} (already '
+                f'listed on line {seen[key]})')
+        seen[key] = line_no
+        records.append(ImageRecord(line_no, path, tuple(labels)))
+    return records
+
+
+def parse_captions_file(file: str) -> Dict[str, Tuple[int, str]]:
+    """Read a captions file; map ``normpath(path)`` to ``(line_no, caption)``.
+
+    Raises:
+        DatasetFormatError: an empty path, a line without caption text or an
+            image captioned twice.
+    """
+    file = str(file)
+    captions: Dict[str, Tuple[int, str]] = {}
+    for line_no, line in read_lines(file, 'captions file'):
+        if line[0].isspace():
+            raise DatasetFormatError(
+                f'{_where(file, line_no)}: empty image path (the line starts '
+                f'with whitespace: {line!r})')
+        fields = line.split(None, 1)
+        if len(fields) != 2:
+            raise DatasetFormatError(
+                f'{_where(file, line_no)}: image {fields[0]} has no caption '
+                "text (expected 'path caption')")
+        path, caption = fields[0], fields[1].strip()
+        key = osp.normpath(path)
+        if key in captions:
+            raise DatasetFormatError(
+                f'{_where(file, line_no)}: duplicate caption for image {path} '
+                f'(already given on line {captions[key][0]})')
+        captions[key] = (line_no, caption)
+    return captions
+
+
+def count_classes(records: Sequence[ImageRecord],
+                  num_classes: int) -> List[int]:
+    """Number of images that contain each class (``n_c``)."""
+    counts = [0] * num_classes
+    for record in records:
+        for class_id in record.labels:
+            counts[class_id] += 1
+    return counts
+
+
+def class_groups(class_counts: Sequence[int],
+                 head_threshold: int = 100,
+                 tail_threshold: int = 20
+                 ) -> Tuple[List[int], List[int], List[int]]:
+    """Split classes by train image count ``n_c``.
+
+    head: ``n_c >= head_threshold``; middle: ``tail_threshold <= n_c <
+    head_threshold``; tail: ``n_c < tail_threshold``. Sorted class indices.
+    """
+    if not 0 < tail_threshold <= head_threshold:
+        raise ValueError('need 0 < tail_threshold <= head_threshold, got '
+                         f'tail_threshold={tail_threshold}, '
+                         f'head_threshold={head_threshold}')
+    head, middle, tail = [], [], []
+    for class_id, n in enumerate(class_counts):
+        if n >= head_threshold:
+            head.append(class_id)
+        elif n >= tail_threshold:
+            middle.append(class_id)
+        else:
+            tail.append(class_id)
+    return head, middle, tail
+
+
+def find_bad_images(paths: Sequence[Tuple[int, str]]) -> List[Tuple[int, str,
+                                                                      str]]:
+    """``(line_no, path, why)`` for each path that is not a readable file.
+
+    A path is bad if it does not exist, is not a regular file, cannot be
+    opened for reading or is empty (0 bytes).
+    """
+    bad = []
+    for line_no, path in paths:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            bad.append((line_no, path, 'missing'))
+            continue
+        except OSError as e:
+            bad.append((line_no, path, f'cannot stat: {e.strerror}'))
+            continue
+        if not osp.isfile(path):
+            bad.append((line_no, path, 'not a regular file'))
+        elif st.st_size == 0:
+            bad.append((line_no, path, 'empty file'))
+        elif not os.access(path, os.R_OK):
+            bad.append((line_no, path, 'not readable'))
+    return bad
