@@ -1,0 +1,233 @@
+"""Balanced Asymmetric Loss (LM-CLIP, Timmermann et al., IEEE Access 2025)."""
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+from mmpretrain.registry import MODELS
+
+__all__ = ['BalancedAsymmetricLoss', 'balanced_asymmetric_loss']
+
+
+def balanced_asymmetric_loss(cls_score: torch.Tensor,
+                             label: torch.Tensor,
+                             gamma_pos: float = 0.0,
+                             gamma_neg: float = 4.0,
+                             clip: Optional[float] = 0.05,
+                             eps: float = 1e-8,
+                             label_smoothing: float = 0.0,
+                             class_weight: Optional[torch.Tensor] = None
+                             ) -> torch.Tensor:
+    """Per-entry Balanced Asymmetric Loss ``-L`` of shape ``(N, C)``.
+
+    See :class:`BalancedAsymmetricLoss` for the definition. ``cls_score``
+    and ``label`` must be float tensors of the same shape (the caller
+    casts); the result is in their dtype.
+    """
+    x, y = cls_score, label
+    num_classes = x.size(-1)
+
+    # 2. z = x / max(x) over the whole batch (the gradient flows through the
+    # max). When max(x) <= 0, divide by max|x| (no sign flip) or by 1 for an
+    # all-zero batch. torch.where keeps this free of host syncs.
+    x_max = x.max()
+    abs_max = x.abs().max()
+    one = x_max.new_ones(())
+    denom = torch.where(x_max > 0, x_max,
+                        torch.where(abs_max > 0, abs_max, one))
+    p = torch.sigmoid(x / denom)
+
+    # 3. q = min(1 - p + m, 1).
+    q = 1 - p
+    if clip is not None and clip > 0:
+        q = (q + clip).clamp_(max=1)
+
+    # 1. smoothed targets t and anti-targets a = 1 - y (unsmoothed).
+    a = 1 - y
+    if label_smoothing > 0:
+        t = y * (1 - label_smoothing) + label_smoothing / num_classes
+    else:
+        t = y
+
+    # 4. L = t log(max(p, eps)) (1 + w_c) + a log(max(q, eps)).
+    pos = t * p.clamp(min=eps).log()
+    if class_weight is not None:
+        pos = pos * (1 + class_weight)
+    loss = pos + a * q.clamp(min=eps).log()
+
+    # 5. asymmetric focusing, gradient flowing through the factor.
+    if gamma_pos > 0 or gamma_neg > 0:
+        # The base can be < 0 with label smoothing and clipping
+        # (-p eps_ls / C for a confident negative): clamped at 0, where
+        # clamp's backward gives a zero (never NaN) gradient, also at 0.
+        base = (1 - p * t - q * a).clamp(min=0)
+        factor = base.pow(gamma_pos * t + gamma_neg * a)
+        loss = loss * factor
+    return -loss
+
+
+@MODELS.register_module()
+class BalancedAsymmetricLoss(nn.Module):
+    """Balanced Asymmetric Loss for multi-label classification.
+
+    With ``y`` the (N, C) multi-hot labels, ``x`` the logits,
+    ``eps_ls = label_smoothing``, ``m = clip`` and ``w_c`` the class weights:
+
+    1. ``t = (1 - eps_ls) y + eps_ls / C``; ``a = 1 - y``;
+    2. ``z = x / max(x)`` (max over the whole batch, gradient through it;
+       ``max|x|`` when ``max(x) <= 0``; 1 for an all-zero batch);
+    3. ``p = sigmoid(z)``; ``q = min(1 - p + m, 1)`` (``1 - p`` if ``m`` is
+       0 or None);
+    4. ``L = t log(max(p, eps)) (1 + w_c) + a log(max(q, eps))``;
+    5. if a gamma is positive:
+       ``L *= max(1 - p t - q a, 0) ** (gamma_pos t + gamma_neg a)``
+       (gradient through the factor);
+    6. ``loss = loss_weight * -mean(L)`` over all ``N * C`` entries.
+
+    The loss is computed in float32, also under fp16/bf16 autocast.
+
+    Args:
+        gamma_pos (float): focusing power of the positives. Defaults to 0.
+        gamma_neg (float): focusing power of the negatives. Defaults to 4.
+        clip (float, optional): probability margin ``m`` of the negatives.
+            Defaults to 0.05.
+        eps (float): lower clamp of the probabilities inside the logs.
+        label_smoothing (float): ``eps_ls`` in ``[0, 1]``. Defaults to 0.
+        class_weight (sequence of float, optional): ``w_c`` (length C); the
+            positives of class c are weighted by ``1 + w_c``. Can be set
+            later with :meth:`set_class_weight`. It is a buffer stored in
+            checkpoints.
+        loss_weight (float): the loss multiplier (LM-CLIP's lambda).
+    """
+
+    def __init__(self,
+                 gamma_pos: float = 0.0,
+                 gamma_neg: float = 4.0,
+                 clip: Optional[float] = 0.05,
+                 eps: float = 1e-8,
+                 label_smoothing: float = 0.0,
+                 class_weight: Optional[Sequence[float]] = None,
+                 loss_weight: float = 1.0):
+        super().__init__()
+        if gamma_pos < 0 or gamma_neg < 0:
+            raise ValueError('gamma_pos and gamma_neg must be >= 0, got '
+                             f'{gamma_pos} and {gamma_neg}')
+        if clip is not None and not 0 <= clip < 1:
+            raise ValueError(f'clip must be None or in [0, 1), got {clip}')
+        if eps <= 0:
+            raise ValueError(f'eps must be positive, got {eps}')
+        if not 0 <= label_smoothing <= 1:
+            raise ValueError('label_smoothing must be in [0, 1], got '
+                             f'{label_smoothing}')
+        self.gamma_pos = float(gamma_pos)
+        self.gamma_neg = float(gamma_neg)
+        self.clip = clip
+        self.eps = float(eps)
+        self.label_smoothing = float(label_smoothing)
+        self.loss_weight = float(loss_weight)
+        self.register_buffer('class_weight', None)
+        if class_weight is not None:
+            self.set_class_weight(class_weight)
+
+    def set_class_weight(
+        self, class_weight: Union[None, Sequence[float], np.ndarray,
+                                  torch.Tensor]
+    ) -> None:
+        """Set (or, with None, remove) the class weights ``w_c``."""
+        if class_weight is None:
+            self.class_weight = None
+            return
+        device = (self.class_weight.device
+                  if self.class_weight is not None else None)
+        weight = torch.as_tensor(
+            np.asarray(class_weight, dtype=np.float32)
+            if not isinstance(class_weight, torch.Tensor) else class_weight,
+            dtype=torch.float32,
+            device=device).detach().clone()
+        if weight.ndim != 1 or weight.numel() == 0:
+            raise ValueError('class_weight must be a non-empty 1-D sequence, '
+                             f'got shape {tuple(weight.shape)}')
+        if not torch.isfinite(weight).all():
+            raise ValueError('class_weight must be finite')
+        self.class_weight = weight
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A checkpoint may carry class weights this module does not have yet
+        # (or of another length): adopt them before the regular loading.
+        key = prefix + 'class_weight'
+        if key in state_dict:
+            self.set_class_weight(state_dict[key])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self,
+                cls_score: torch.Tensor,
+                label: torch.Tensor,
+                weight: Optional[torch.Tensor] = None,
+                avg_factor: Optional[float] = None,
+                reduction_override: Optional[str] = None,
+                **kwargs) -> torch.Tensor:
+        """Compute the loss.
+
+        Args:
+            cls_score (Tensor): logits, shape (N, C).
+            label (Tensor): multi-hot labels in {0, 1}, shape (N, C).
+            weight, avg_factor, reduction_override: accepted for
+                compatibility with mmpretrain heads (``MultiLabelClsHead``
+                passes ``avg_factor=N``). The loss is always the mean over
+                the N * C entries; ``avg_factor`` is therefore ignored,
+                ``reduction_override`` may only be None or ``'mean'`` and
+                ``weight`` must be None.
+        """
+        if weight is not None:
+            raise ValueError('BalancedAsymmetricLoss does not support '
+                             'per-sample weights; use class_weight')
+        if reduction_override not in (None, 'mean'):
+            raise ValueError('BalancedAsymmetricLoss only supports mean '
+                             f'reduction, got {reduction_override!r}')
+        if kwargs:
+            raise TypeError('unexpected arguments for BalancedAsymmetricLoss: '
+                            f'{sorted(kwargs)}')
+        if not isinstance(cls_score, torch.Tensor) or cls_score.ndim != 2:
+            raise ValueError('cls_score must be an (N, C) tensor, got '
+                             f'{getattr(cls_score, "shape", type(cls_score))}')
+        if not cls_score.is_floating_point():
+            raise TypeError(
+                f'cls_score must be floating point, got {cls_score.dtype}')
+        if not isinstance(label, torch.Tensor) or label.shape != \
+                cls_score.shape:
+            raise ValueError(
+                'label must be an (N, C) multi-hot tensor with the shape of '
+                f'cls_score {tuple(cls_score.shape)}, got '
+                f'{getattr(label, "shape", type(label))}')
+        if label.dtype.is_complex:
+            raise TypeError(f'label must be real, got {label.dtype}')
+        if cls_score.numel() == 0:
+            raise ValueError('cls_score is empty')
+        class_weight = self.class_weight
+        if class_weight is not None and \
+                class_weight.numel() != cls_score.size(1):
+            raise ValueError(
+                f'class_weight has {class_weight.numel()} entries but '
+                f'cls_score has {cls_score.size(1)} classes')
+
+        if class_weight is not None and \
+                class_weight.device != cls_score.device:
+            class_weight = class_weight.to(cls_score.device)
+
+        with torch.autocast(device_type=cls_score.device.type, enabled=False):
+            loss = balanced_asymmetric_loss(
+                cls_score.float(),
+                label.float(),
+                gamma_pos=self.gamma_pos,
+                gamma_neg=self.gamma_neg,
+                clip=self.clip,
+                eps=self.eps,
+                label_smoothing=self.label_smoothing,
+                class_weight=class_weight)
+            return self.loss_weight * loss.mean()
+
+    def extra_repr(self) -> str:
+        return (f'gamma_pos={self.gamma_pos}, gamma_neg={self.gamma_neg}, '
+                f'clip={self.clip}, eps={self.eps}, '
+                f'label_smoothing={self.label_smoothing}, '
+                f'loss_weight={self.loss_weight}')

@@ -1,0 +1,212 @@
+"""BalancedAsymmetricLoss against a float64 direct transcription."""
+import numpy as np
+import pytest
+import torch
+
+from lmclip_mm.models.losses.balanced_asymmetric_loss import \
+    BalancedAsymmetricLoss
+
+
+def reference_bal(x, y, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, eps=1e-8,
+                  label_smoothing=0.0, class_weight=None, loss_weight=1.0,
+                  _detach_max=False):
+    """The six steps of the definition, written out in float64."""
+    x = x.double()
+    y = y.double()
+    n, c = x.shape
+    t = (1 - label_smoothing) * y + label_smoothing / c
+    a = 1 - y
+    if _detach_max:  # only to show the tests see the gradient of the max
+        z = x / x.max().detach()
+    elif x.max().item() > 0:
+        z = x / x.max()
+    elif x.abs().max().item() > 0:
+        z = x / x.abs().max()
+    else:
+        z = x / 1.0
+    p = 1 / (1 + torch.exp(-z))
+    if clip:
+        q = torch.minimum(1 - p + clip, torch.ones_like(p))
+    else:
+        q = 1 - p
+    w = 1.0 if class_weight is None else 1 + torch.as_tensor(
+        class_weight, dtype=torch.float64)
+    L = t * torch.log(torch.maximum(p, torch.full_like(p, eps))) * w \
+        + a * torch.log(torch.maximum(q, torch.full_like(q, eps)))
+    if gamma_pos > 0 or gamma_neg > 0:
+        base = torch.clamp(1 - p * t - q * a, min=0)
+        L = L * base**(gamma_pos * t + gamma_neg * a)
+    return loss_weight * -(L.sum() / (n * c))
+
+
+def _data(seed=0, n=6, c=5, scale=2.0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, generator=g) * scale
+    y = (torch.rand(n, c, generator=g) < 0.35).float()
+    y[0, 0] = 1
+    return x, y
+
+
+def _check(x, y, atol=1e-6, **cfg):
+    module = BalancedAsymmetricLoss(**cfg)
+    x32 = x.clone().float().requires_grad_(True)
+    loss = module(x32, y)
+    loss.backward()
+    x64 = x.clone().double().requires_grad_(True)
+    ref = reference_bal(x64, y, **cfg)
+    ref.backward()
+    assert loss.dtype == torch.float32
+    assert torch.isfinite(x32.grad).all()
+    np.testing.assert_allclose(loss.item(), ref.item(), rtol=1e-5, atol=atol)
+    np.testing.assert_allclose(
+        x32.grad.numpy(), x64.grad.numpy(), rtol=1e-4, atol=atol)
+    return loss, x32.grad
+
+
+SETTINGS = {
+    'default': dict(),
+    'label_smoothing': dict(label_smoothing=0.1),
+    'class_weight': dict(class_weight=[0.1, 1.0, 0.5, 0.25, 0.9]),
+    'gamma_pos': dict(gamma_pos=1.0, gamma_neg=3.0),
+    'no_focus_no_clip': dict(gamma_pos=0.0, gamma_neg=0.0, clip=None),
+    'gamma_neg_0_clip_none': dict(gamma_pos=2.0, gamma_neg=0.0, clip=None),
+    'all_options': dict(gamma_pos=0.5, gamma_neg=2.0, clip=0.1,
+                        label_smoothing=0.2, loss_weight=0.7,
+                        class_weight=[0.3, 1.0, 0.0, 0.2, 0.6]),
+}
+
+
+@pytest.mark.parametrize('name', sorted(SETTINGS))
+def test_matches_reference(name):
+    x, y = _data()
+    _check(x, y, **SETTINGS[name])
+
+
+def test_reference_gradient_is_right():
+    # The float64 reference's autograd gradient against finite differences,
+    # so the comparisons above test against an independently checked value.
+    x, y = _data(seed=3, n=3, c=4)
+    for cfg in (dict(), dict(gamma_pos=1.0, label_smoothing=0.1,
+                             class_weight=[1., .5, .2, 0.])):
+        torch.autograd.gradcheck(lambda v: reference_bal(v, y, **cfg),
+                                 x.double().requires_grad_(True))
+
+
+def test_gradient_flows_through_the_max():
+    x, y = _data(seed=1)
+    _, grad = _check(x, y)
+    # With the max detached the argmax entry would get another gradient
+    # (much larger than the tolerance of the parity check above).
+    xd = x.clone().double().requires_grad_(True)
+    reference_bal(xd, y, _detach_max=True).backward()
+    idx = x.argmax()
+    assert abs(grad.flatten()[idx] - xd.grad.flatten()[idx]) > 1e-3
+
+
+def test_all_negative_row():
+    x, y = _data(seed=2)
+    y[3] = 0
+    _check(x, y)
+    _check(x, y, label_smoothing=0.1, gamma_pos=1.0)
+
+
+def test_all_negative_logits_uses_abs_max():
+    x, y = _data(seed=4)
+    x = -x.abs() - 0.1
+    assert x.max() <= 0
+    loss, _ = _check(x, y)
+    # no sign flip: dividing by max(x) (< 0) would give another value
+    flipped = reference_bal(x / x.max() * x.abs().max(), y)
+    assert not np.isclose(loss.item(), flipped.item())
+
+
+def test_all_zero_logits():
+    x = torch.zeros(4, 3)
+    y = torch.tensor([[1., 0, 0], [0, 1, 1], [0, 0, 0], [1, 1, 1]])
+    loss, grad = _check(x, y)
+    assert torch.isfinite(loss) and torch.isfinite(grad).all()
+
+
+def test_nonpositive_focusing_base_is_clamped():
+    # Label smoothing + clipping: a very confident negative gets
+    # 1 - p t - q a = -p eps_ls / C < 0; the factor is then 0, not NaN.
+    x, y = _data(seed=5)
+    x[2, 1] = -40.0
+    y[2, 1] = 0
+    cfg = dict(label_smoothing=0.3, gamma_neg=0.5, gamma_pos=0.5)
+    loss, grad = _check(x, y, **cfg)
+    assert torch.isfinite(grad).all()
+    # and base exactly 0 (clip, no smoothing, gamma in (0, 1)) stays finite
+    cfg = dict(gamma_neg=0.5, clip=0.2)
+    module = BalancedAsymmetricLoss(**cfg)
+    xg = x.clone().requires_grad_(True)
+    module(xg, y).backward()
+    assert torch.isfinite(xg.grad).all()
+
+
+def test_bf16_autocast_returns_float32():
+    x, y = _data(seed=6)
+    lin = torch.nn.Linear(5, 5)
+    torch.nn.init.eye_(lin.weight)
+    torch.nn.init.zeros_(lin.bias)
+    module = BalancedAsymmetricLoss(label_smoothing=0.1)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        logits = lin(x)
+        assert logits.dtype == torch.bfloat16
+        loss = module(logits, y)
+    assert loss.dtype == torch.float32
+    ref = reference_bal(logits.detach().double(), y, label_smoothing=0.1)
+    np.testing.assert_allclose(loss.item(), ref.item(), rtol=1e-5)
+
+
+def test_class_weight_setter_and_state_dict():
+    x, y = _data()
+    module = BalancedAsymmetricLoss()
+    w = np.array([0.1, 1.0, 0.5, 0.25, 0.9])
+    module.set_class_weight(w)
+    loss = module(x, y)
+    ref = reference_bal(x, y, class_weight=w)
+    np.testing.assert_allclose(loss.item(), ref.item(), rtol=1e-5)
+    # stored in the state dict; a fresh module adopts it when loading
+    fresh = BalancedAsymmetricLoss()
+    fresh.load_state_dict(module.state_dict())
+    torch.testing.assert_close(fresh.class_weight, module.class_weight)
+    module.set_class_weight(None)
+    assert 'class_weight' not in module.state_dict()
+
+
+def test_errors():
+    module = BalancedAsymmetricLoss()
+    x, y = _data()
+    with pytest.raises(ValueError, match='shape'):
+        module(x, y[:, :3])
+    with pytest.raises(ValueError, match=r'\(N, C\)'):
+        module(x[0], y[0])
+    with pytest.raises(TypeError, match='floating'):
+        module(x.long(), y)
+    with pytest.raises(ValueError, match='class_weight has 3'):
+        BalancedAsymmetricLoss(class_weight=[1, 2, 3])(x, y)
+    with pytest.raises(ValueError, match='mean'):
+        module(x, y, reduction_override='sum')
+    with pytest.raises(ValueError, match='clip'):
+        BalancedAsymmetricLoss(clip=1.5)
+
+
+def test_in_mmpretrain_multilabel_head():
+    from mmpretrain.models.heads import MultiLabelLinearClsHead
+    from mmpretrain.structures import DataSample
+
+    torch.manual_seed(0)
+    head = MultiLabelLinearClsHead(
+        num_classes=5,
+        in_channels=4,
+        loss=dict(type='BalancedAsymmetricLoss', label_smoothing=0.1))
+    feats = (torch.randn(3, 4), )
+    samples = [DataSample().set_gt_label(lbl) for lbl in ([0, 2], [1], [])]
+    losses = head.loss(feats, samples)
+    logits = head(feats)
+    y = torch.zeros(3, 5)
+    y[0, [0, 2]] = 1
+    y[1, 1] = 1
+    ref = reference_bal(logits.detach(), y, label_smoothing=0.1)
+    np.testing.assert_allclose(losses['loss'].item(), ref.item(), rtol=1e-5)
