@@ -28,7 +28,7 @@ import os.path as osp
 import shutil
 import tempfile
 import uuid
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 from mmpretrain.registry import DATASETS
@@ -66,8 +66,11 @@ def long_tail_counts(num_classes: int, max_count: int,
     if not 0 < min_count <= max_count:
         raise ValueError('need 0 < min_count <= max_count, got '
                          f'{min_count}, {max_count}')
+    if num_classes == 1:
+        return [max_count]
+    ratio = min_count / max_count
     return [
-        int(round(max_count * (min_count / max_count)**(r / (num_classes - 1))))
+        int(round(max_count * ratio**(r / (num_classes - 1))))
         for r in range(num_classes)
     ]
 
@@ -121,7 +124,7 @@ def _draw(draw: ImageDraw.ImageDraw, shape: str, box, colour) -> None:
 
 
 def _render(labels: Sequence[int], rng: np.random.Generator,
-            size: int) -> (Image.Image, str):
+            size: int) -> Tuple[Image.Image, str]:
     """One image and its descriptive caption."""
     bg = int(rng.integers(100, 171))
     noise = rng.normal(0, 5, (size, size, 3))

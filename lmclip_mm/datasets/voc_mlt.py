@@ -1,4 +1,5 @@
-"""VOC-MLT: the long-tailed VOC split of Wu et al. 2020 (LMPT / LM-CLIP files)."""
+"""VOC-MLT: the long-tailed VOC split of Wu et al. 2020 (LMPT / LM-CLIP
+files)."""
 from mmpretrain.registry import DATASETS
 
 from .long_tail_multi_label_dataset import LongTailMultiLabelDataset
