@@ -1,0 +1,273 @@
+"""Building open_clip models and running their text tower efficiently.
+
+* :func:`create_clip_model` wraps :func:`open_clip.create_model` with strict
+  errors (unknown model name, missing weights file, never a silent random
+  init when weights were asked for) and also loads OpenAI's released
+  TorchScript ``.pt`` files, which ``open_clip.create_model`` refuses with
+  ``weights_only=True``.
+* :func:`eot_truncate` and :func:`encode_text` run CLIP's causal text
+  transformer only up to the last end-of-text token of a batch (identical
+  pooled features, fewer positions than the 77 of ``model.encode_text``).
+* The tiny model configs of ``lmclip_mm/model_configs`` are registered with
+  open_clip when this module is imported.
+"""
+import difflib
+import logging
+import os
+import os.path as osp
+import warnings
+import zipfile
+from typing import Optional
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.factory import get_model_config, parse_model_name
+from open_clip.model import resize_pos_embed, resize_text_pos_embed
+from open_clip.pretrained import (get_pretrained_cfg,
+                                  list_pretrained_tags_by_model)
+from open_clip.transformer import text_global_pool
+
+__all__ = [
+    'MODEL_CONFIG_DIR', 'register_model_configs', 'create_clip_model',
+    'supports_eot_truncation', 'eot_truncate', 'encode_text'
+]
+
+logger = logging.getLogger(__name__)
+
+#: Directory of the open_clip model configs shipped with lmclip_mm.
+MODEL_CONFIG_DIR = osp.join(
+    osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
+    'model_configs')
+
+
+def register_model_configs() -> None:
+    """Register ``lmclip_mm/model_configs/*.json`` with open_clip (once)."""
+    names = [f[:-5] for f in os.listdir(MODEL_CONFIG_DIR)
+             if f.endswith('.json')]
+    if not all(name in open_clip.list_models() for name in names):
+        open_clip.add_model_config(MODEL_CONFIG_DIR)
+
+
+register_model_configs()
+
+
+def _is_torchscript_archive(path: str) -> bool:
+    """Whether ``path`` is a TorchScript zip (e.g. OpenAI's CLIP ``.pt``)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        # torch.save archives hold ``<name>/data.pkl``; TorchScript ones
+        # also hold ``<name>/constants.pkl`` and code.
+        return any(n.endswith('/constants.pkl') for n in zf.namelist())
+
+
+def _load_torchscript_weights(model: torch.nn.Module, path: str) -> None:
+    """Load the weights of a TorchScript CLIP archive into ``model``.
+
+    Mirrors :func:`open_clip.factory.load_checkpoint` for OpenAI's archives
+    (which ``torch.load(weights_only=True)`` refuses): the weights are taken
+    from the archive's ``state_dict()`` (nothing of its code is run), with
+    open_clip's own fixes (its non-weight entries dropped, ``logit_scale``
+    reshaped, position embeddings resized), then loaded strictly.
+    """
+    with warnings.catch_warnings():  # torch>=2.10 deprecates torch.jit
+        warnings.simplefilter('ignore', FutureWarning)
+        archive = torch.jit.load(path, map_location='cpu')
+    state_dict = dict(archive.state_dict())
+    for key in ('input_resolution', 'context_length', 'vocab_size'):
+        state_dict.pop(key, None)
+    if 'logit_scale' in state_dict and \
+            model.logit_scale.ndim != state_dict['logit_scale'].ndim:
+        state_dict['logit_scale'] = state_dict['logit_scale'].reshape(
+            model.logit_scale.shape)
+    resize_pos_embed(state_dict, model)
+    resize_text_pos_embed(state_dict, model)
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _unknown_model_error(model_name: str) -> ValueError:
+    known = open_clip.list_models()
+    close = difflib.get_close_matches(model_name, known, n=5, cutoff=0.5)
+    hint = f' Did you mean one of {close}?' if close else ''
+    return ValueError(
+        f'Unknown open_clip model name {model_name!r}.{hint} Known names are '
+        'given by open_clip.list_models(): the configs in open_clip\'s '
+        f'model_configs/ and in {MODEL_CONFIG_DIR} (add yours with '
+        'open_clip.add_model_config(path)), or use \'hf-hub:org/repo\' / '
+        '\'local-dir:/path\'.')
+
+
+def create_clip_model(model_name: str,
+                      pretrained: Optional[str] = None,
+                      **kwargs) -> torch.nn.Module:
+    """Create an open_clip model, strictly.
+
+    Args:
+        model_name (str): an open_clip model name (``'ViT-B-16'``,
+            ``'RN50'``, ``'lmclip-tiny-vit'``, ...) or an ``hf-hub:`` /
+            ``local-dir:`` identifier.
+        pretrained (str, optional): None for a random init, a pretrained tag
+            of the model (``'openai'``, resolved through open_clip's hub
+            cache; set ``HF_HUB_OFFLINE=1`` to stay offline), or a path to a
+            weights file: a plain state dict (``.pt``/``.pth``/``.bin``,
+            loaded with ``weights_only=True``, or ``.safetensors``) or one of
+            OpenAI's TorchScript archives (``ViT-B-16.pt``).
+        **kwargs: passed to :func:`open_clip.create_model` (``precision``,
+            ``force_quick_gelu``, ``force_image_size``, ``cache_dir``, ...).
+            For weights of a tag trained with QuickGELU (OpenAI's) and for
+            TorchScript archives, ``force_quick_gelu`` defaults to True so
+            that, e.g., ``'ViT-B-16'`` with OpenAI weights computes what the
+            weights were trained with (open_clip only warns); pass
+            ``force_quick_gelu=False`` to keep the config's activation.
+
+    Raises:
+        ValueError: unknown model name.
+        FileNotFoundError: ``pretrained`` is neither a tag of the model nor
+            an existing file.
+        RuntimeError: the weights could not be obtained or loaded.
+    """
+    for bad in ('jit', 'require_pretrained', 'weights_only'):
+        if bad in kwargs:
+            raise ValueError(f'create_clip_model does not accept {bad!r}')
+    schema, _ = parse_model_name(model_name)
+    name = model_name.replace('/', '-') if schema is None else model_name
+    if schema is None and get_model_config(name) is None:
+        raise _unknown_model_error(model_name)
+    if schema is not None:
+        if pretrained:
+            raise ValueError(f'{model_name!r} brings its own weights; '
+                             'pretrained must be None')
+        return open_clip.create_model(
+            model_name, weights_only=True, **kwargs)
+
+    if not pretrained:
+        logger.info(f'open_clip model {name}: random initialisation '
+                    '(pretrained=None)')
+        return open_clip.create_model(
+            name, pretrained=None, weights_only=True, **kwargs)
+
+    tag_cfg = get_pretrained_cfg(name, pretrained)
+    if tag_cfg:
+        if tag_cfg.get('quick_gelu', False):
+            kwargs.setdefault('force_quick_gelu', True)
+        try:
+            return open_clip.create_model(
+                name,
+                pretrained=pretrained,
+                require_pretrained=True,
+                weights_only=True,
+                **kwargs)
+        except Exception as e:
+            raise RuntimeError(
+                f'Could not load the {pretrained!r} weights of {name} ({e}). '
+                'Offline, they must already be in the Hugging Face hub cache '
+                '(HF_HUB_OFFLINE=1); otherwise pass the path of a local '
+                'weights file, e.g. OpenAI\'s ViT-B-16.pt, as pretrained.'
+            ) from e
+
+    path = osp.expanduser(pretrained)
+    if not osp.isfile(path):
+        tags = list_pretrained_tags_by_model(name)
+        raise FileNotFoundError(
+            f'pretrained weights file not found: {path!r} (nor is '
+            f'{pretrained!r} a pretrained tag of {name}; its tags: {tags})')
+    if _is_torchscript_archive(path):
+        kwargs.setdefault('force_quick_gelu', True)
+        model = open_clip.create_model(
+            name, pretrained=None, weights_only=True, **kwargs)
+        try:
+            _load_torchscript_weights(model, path)
+        except Exception as e:
+            raise RuntimeError(f'Could not load the TorchScript CLIP weights '
+                               f'{path!r} into {name}: {e}') from e
+        logger.info(f'open_clip model {name}: loaded TorchScript weights '
+                    f'{path}')
+        return model
+    try:
+        return open_clip.create_model(
+            name,
+            pretrained=path,
+            require_pretrained=True,
+            weights_only=True,
+            **kwargs)
+    except Exception as e:
+        raise RuntimeError(
+            f'Could not load the weights file {path!r} into {name}: {e}'
+        ) from e
+
+
+# ---------------------------------------------------------------------------
+# Text tower
+
+
+def supports_eot_truncation(model: torch.nn.Module) -> bool:
+    """Whether the pooled text feature only depends on tokens up to EOT.
+
+    True for open_clip's :class:`~open_clip.CLIP` (OpenAI-style text tower
+    inside the model) with a causal attention mask and ``argmax`` / ``eos``
+    / ``first`` pooling: position ``i`` then only attends to positions
+    ``<= i``, so the positions after the pooled one cannot change it.
+    """
+    return (isinstance(model, open_clip.CLIP)
+            and getattr(model, 'attn_mask', None) is not None
+            and getattr(model, 'text_pool_type', None) in ('argmax', 'eos',
+                                                           'first'))
+
+
+def _pool_index(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    pool = model.text_pool_type
+    if pool == 'argmax':
+        return tokens.argmax(dim=-1)
+    if pool == 'eos':
+        return (tokens == model.text_eos_id).int().argmax(dim=-1)
+    return tokens.new_zeros(tokens.shape[:1])  # 'first'
+
+
+def eot_truncate(model: torch.nn.Module,
+                 tokens: torch.Tensor) -> torch.Tensor:
+    """Drop the token positions after the last pooled (EOT) position.
+
+    ``encode_text(model, eot_truncate(model, t))`` equals
+    ``model.encode_text(t)``. A no-op for models where that does not hold
+    (see :func:`supports_eot_truncation`). Call it on CPU tokens (it reads
+    one integer) before moving them to the device.
+    """
+    if tokens.ndim != 2:
+        raise ValueError(f'tokens must be (B, L), got {tuple(tokens.shape)}')
+    if not supports_eot_truncation(model) or tokens.size(0) == 0:
+        return tokens
+    length = int(_pool_index(model, tokens).max()) + 1
+    return tokens[:, :length].contiguous()
+
+
+def encode_text(model: torch.nn.Module,
+                tokens: torch.Tensor,
+                normalize: bool = False) -> torch.Tensor:
+    """``model.encode_text`` for token tensors of any length ``L <= ctx``.
+
+    For models supported by :func:`supports_eot_truncation` this is
+    open_clip's ``CLIP.encode_text`` with ``positional_embedding[:L]`` and
+    ``attn_mask[:L, :L]``; other models get ``model.encode_text(tokens)``.
+    """
+    if not supports_eot_truncation(model):
+        return model.encode_text(tokens, normalize=normalize)
+    length = tokens.size(1)
+    if length > model.positional_embedding.size(0):
+        raise ValueError(
+            f'{length} tokens exceed the context length '
+            f'{model.positional_embedding.size(0)} of the text tower')
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast_dtype)
+    x = x + model.positional_embedding[:length].to(cast_dtype)
+    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+    x = model.ln_final(x)
+    x = text_global_pool(
+        x, tokens, model.text_pool_type,
+        eos_token_id=getattr(model, 'text_eos_id', None))
+    if model.text_projection is not None:
+        if isinstance(model.text_projection, torch.nn.Linear):
+            x = model.text_projection(x)
+        else:
+            x = x @ model.text_projection
+    return F.normalize(x, dim=-1) if normalize else x
