@@ -1,1 +1,4 @@
 # Copyright (c) lmclip_mm authors.
+from . import classifiers, losses, utils, wrappers  # noqa: F401
+from .classifiers import *  # noqa: F401,F403
+from .losses import *  # noqa: F401,F403

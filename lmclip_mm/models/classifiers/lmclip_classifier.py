@@ -1,0 +1,377 @@
+"""LM-CLIP: a fine-tuned open_clip model as a multi-label classifier."""
+import warnings
+from typing import Dict, List, Optional, Sequence
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from mmpretrain.models.classifiers import BaseClassifier
+from mmpretrain.registry import MODELS
+from mmpretrain.structures import DataSample, label_to_onehot
+
+from ..utils.open_clip_helpers import (create_clip_model, encode_text,
+                                       eot_truncate)
+
+__all__ = ['LMCLIPClassifier']
+
+#: The paper's normalisation (ImageNet statistics, BGR images -> RGB).
+DEFAULT_DATA_PREPROCESSOR = dict(
+    type='ClsDataPreprocessor',
+    mean=[123.675, 116.28, 103.53],
+    std=[58.395, 57.12, 57.375],
+    to_rgb=True)
+
+SCORE_ACTIVATIONS = ('none', 'softmax', 'sigmoid')
+
+
+@MODELS.register_module()
+class LMCLIPClassifier(BaseClassifier):
+    """LM-CLIP (Timmermann et al., IEEE Access 2025) on open_clip.
+
+    The logits of an image are ``s * cos(image, prompt_c)`` for the class
+    prompts ``prompt_template.format(class_name)``, with ``s`` CLIP's
+    (learned) logit scale. Every CLIP parameter trains (the text tower gives
+    the class embeddings, ``logit_scale`` included). The training loss is
+    ``loss_bal`` (a multi-label loss on the logits, by default the Balanced
+    Asymmetric Loss, whose ``loss_weight`` is the paper's lambda) plus
+    ``loss_contrastive`` (CLIP's image-caption InfoNCE on the captions of the
+    batch, ``data_sample.caption``).
+
+    The class names (and, for the loss class weights, ``class_counts`` and
+    ``num_train_images``) come from the dataset: the
+    :class:`~lmclip_mm.engine.hooks.DatasetMetaHook` passes the dataset's
+    ``metainfo`` to :meth:`set_dataset_meta`. The class names are saved in
+    checkpoints (module extra state) and restored on loading, so a loaded
+    checkpoint predicts without a dataset.
+
+    Args:
+        clip (dict): the open_clip model: ``model_name`` (e.g.
+            ``'ViT-B-16'``, ``'RN50'``, ``'lmclip-tiny-vit'``),
+            ``pretrained`` (None, a tag like ``'openai'`` or a weights file;
+            see :func:`~lmclip_mm.models.utils.create_clip_model`) and any
+            other :func:`open_clip.create_model` argument.
+        classes (sequence of str, optional): class names. Defaults to None:
+            taken from the dataset's metainfo. Explicit names win over the
+            dataset's (e.g. friendlier prompt words) but must be as many.
+        prompt_template (str): the class prompt. Defaults to
+            ``'a photo of a {}'``.
+        loss (dict): the multi-label classification loss on the (N, C)
+            logits. Defaults to ``dict(type='BalancedAsymmetricLoss')``.
+        contrastive_loss (dict, optional): the image-caption loss; None
+            disables it. Defaults to ``dict(type='CLIPContrastiveLoss')``.
+        class_weight_power (float, optional): ``s`` of the loss class
+            weights ``w_c = r_c ** s / max(r ** s)``, ``r_c = N / n_c`` (from
+            the dataset's ``class_counts`` and ``num_train_images``). None:
+            no class weights.
+        score_activation (str): ``pred_score`` of predictions: ``'none'``
+            (raw logits, default), ``'softmax'`` over the classes (the
+            paper's evaluation protocol) or ``'sigmoid'``.
+        logit_scale_max (float, optional): upper bound of the logit scale
+            ``s = min(exp(logit_scale), logit_scale_max)`` (CLIP's 100).
+            None: unbounded.
+        data_preprocessor (dict, optional): merged into
+            ``ClsDataPreprocessor`` with ImageNet mean/std and ``to_rgb``.
+        init_cfg (dict, optional): mmengine initialisation config.
+    """
+
+    def __init__(self,
+                 clip: dict,
+                 classes: Optional[Sequence[str]] = None,
+                 prompt_template: str = 'a photo of a {}',
+                 loss: dict = dict(type='BalancedAsymmetricLoss'),
+                 contrastive_loss: Optional[dict] = dict(
+                     type='CLIPContrastiveLoss'),
+                 class_weight_power: Optional[float] = None,
+                 score_activation: str = 'none',
+                 logit_scale_max: Optional[float] = 100.0,
+                 data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None):
+        if data_preprocessor is None:
+            data_preprocessor = dict(DEFAULT_DATA_PREPROCESSOR)
+        elif isinstance(data_preprocessor, dict):
+            data_preprocessor = {**DEFAULT_DATA_PREPROCESSOR,
+                                 **data_preprocessor}
+        if isinstance(data_preprocessor, dict):
+            data_preprocessor = MODELS.build(data_preprocessor)
+        super().__init__(
+            init_cfg=init_cfg, data_preprocessor=data_preprocessor)
+
+        if not isinstance(clip, dict) or 'model_name' not in clip:
+            raise ValueError("clip must be a dict with a 'model_name', e.g. "
+                             "dict(model_name='ViT-B-16', pretrained='openai')"
+                             f', got {clip!r}')
+        if score_activation not in SCORE_ACTIVATIONS:
+            raise ValueError(f'score_activation must be one of '
+                             f'{SCORE_ACTIVATIONS}, got {score_activation!r}')
+        if '{}' not in prompt_template:
+            raise ValueError('prompt_template needs a {} for the class name, '
+                             f'got {prompt_template!r}')
+        if class_weight_power is not None and class_weight_power < 0:
+            raise ValueError('class_weight_power must be None or >= 0, got '
+                             f'{class_weight_power}')
+
+        clip = dict(clip)
+        self.model_name = clip.pop('model_name')
+        self.clip = create_clip_model(
+            self.model_name, pretrained=clip.pop('pretrained', None), **clip)
+        context_length = clip.get('force_context_length')
+        self.tokenizer = open_clip.get_tokenizer(
+            self.model_name, context_length=context_length)
+
+        self.prompt_template = prompt_template
+        self.score_activation = score_activation
+        self.logit_scale_max = logit_scale_max
+        self.class_weight_power = class_weight_power
+        self.loss_module = MODELS.build(loss)
+        self.contrastive_loss = (
+            MODELS.build(contrastive_loss)
+            if contrastive_loss is not None else None)
+
+        self._explicit_classes = classes is not None
+        self.classes: Optional[tuple] = None
+        self.register_buffer('class_tokens', None, persistent=False)
+        self._classes_generation = 0
+        self._text_cache = None
+        if classes is not None:
+            self.set_classes(classes)
+
+    # ------------------------------------------------------------------
+    # classes and dataset meta
+
+    @property
+    def num_classes(self) -> Optional[int]:
+        return None if self.classes is None else len(self.classes)
+
+    def _device(self) -> torch.device:
+        return self.clip.logit_scale.device
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """Tokenise and EOT-truncate texts (CPU), then move to the device."""
+        tokens = self.tokenizer(list(texts))
+        return eot_truncate(self.clip, tokens).to(self._device())
+
+    def set_classes(self, classes: Sequence[str]) -> None:
+        """Set the class names; their prompts are tokenised once here."""
+        if isinstance(classes, str) or not all(
+                isinstance(c, str) for c in classes) or len(classes) == 0:
+            raise ValueError('classes must be a non-empty sequence of str, '
+                             f'got {classes!r}')
+        classes = tuple(classes)
+        if classes == self.classes and self.class_tokens is not None:
+            return
+        self.classes = classes
+        self.class_tokens = self.tokenize(
+            [self.prompt_template.format(c) for c in classes])
+        self._classes_generation += 1
+        self._text_cache = None
+
+    def set_dataset_meta(self, metainfo: dict) -> None:
+        """Take the class names and the class weights from a dataset.
+
+        Args:
+            metainfo (dict): the dataset's ``metainfo``: ``classes``, and,
+                when ``class_weight_power`` is set, ``class_counts`` (train
+                images per class) and ``num_train_images``.
+        """
+        if not metainfo or 'classes' not in metainfo:
+            raise KeyError("the dataset metainfo has no 'classes'")
+        classes = tuple(metainfo['classes'])
+        if self._explicit_classes:
+            if len(classes) != len(self.classes):
+                raise ValueError(
+                    f'the model has {len(self.classes)} explicit classes but '
+                    f'the dataset has {len(classes)}')
+        else:
+            self.set_classes(classes)
+        if self.class_weight_power is not None:
+            missing = [k for k in ('class_counts', 'num_train_images')
+                       if k not in metainfo]
+            if missing:
+                raise KeyError(
+                    f'class_weight_power={self.class_weight_power} needs '
+                    f'{missing} in the dataset metainfo')
+            if not hasattr(self.loss_module, 'set_class_weight'):
+                raise TypeError(f'{type(self.loss_module).__name__} has no '
+                                'set_class_weight for the class weights')
+            from lmclip_mm.datasets.class_weights import class_weights
+            weights = class_weights(metainfo['class_counts'],
+                                    metainfo['num_train_images'],
+                                    self.class_weight_power)
+            if len(weights) != len(classes):
+                raise ValueError(f'{len(weights)} class_counts for '
+                                 f'{len(classes)} classes')
+            self.loss_module.set_class_weight(
+                torch.as_tensor(weights, dtype=torch.float32,
+                                device=self._device()))
+
+    def get_extra_state(self) -> dict:
+        # Saved with the weights: what predict needs beyond them.
+        return dict(
+            classes=None if self.classes is None else list(self.classes),
+            prompt_template=self.prompt_template)
+
+    def set_extra_state(self, state) -> None:
+        if not isinstance(state, dict):
+            return
+        classes = state.get('classes')
+        if classes is None:
+            return
+        if self.classes is None:
+            if state.get('prompt_template', self.prompt_template) != \
+                    self.prompt_template:
+                warnings.warn(
+                    'the checkpoint was trained with the prompt template '
+                    f'{state["prompt_template"]!r}, the model uses '
+                    f'{self.prompt_template!r}')
+            self.set_classes(classes)
+        elif tuple(classes) != self.classes:
+            warnings.warn('the checkpoint\'s classes differ from the model\'s;'
+                          ' keeping the model\'s classes')
+
+    # ------------------------------------------------------------------
+    # caches
+
+    def train(self, mode: bool = True):
+        self._text_cache = None
+        return super().train(mode)
+
+    def _text_state_key(self) -> tuple:
+        # Any in-place change of a text parameter (optimizer step,
+        # load_state_dict) bumps its version counter.
+        version = sum(p._version for n, p in self.clip.named_parameters()
+                      if not n.startswith('visual.'))
+        device = self._device()
+        return (self._classes_generation, version, device,
+                torch.is_autocast_enabled(device.type),
+                torch.get_autocast_dtype(device.type))
+
+    def class_embeddings(self) -> torch.Tensor:
+        """L2-normalised text embeddings of the class prompts, (C, D).
+
+        In eval mode without autograd (validation, test, predict) they are
+        computed once and reused until the mode, the classes or a text
+        parameter changes.
+        """
+        if self.class_tokens is None:
+            raise RuntimeError(
+                'LMCLIPClassifier has no classes: pass classes=[...] or add '
+                "dict(type='DatasetMetaHook') to custom_hooks so they are "
+                'taken from the dataset')
+        use_cache = not self.training and not torch.is_grad_enabled()
+        if use_cache:
+            key = self._text_state_key()
+            if self._text_cache is not None and self._text_cache[0] == key:
+                return self._text_cache[1]
+        embeddings = encode_text(self.clip, self.class_tokens, normalize=True)
+        if use_cache:
+            self._text_cache = (key, embeddings)
+        return embeddings
+
+    # ------------------------------------------------------------------
+    # forward
+
+    def logit_scale(self) -> torch.Tensor:
+        """``s = min(exp(logit_scale), logit_scale_max)`` (a scalar)."""
+        scale = self.clip.logit_scale.exp().reshape(())
+        if self.logit_scale_max is not None:
+            scale = scale.clamp(max=self.logit_scale_max)
+        return scale
+
+    def extract_feat(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Image embeddings (not normalised), (N, D)."""
+        if not isinstance(inputs, torch.Tensor) or inputs.ndim != 4:
+            raise ValueError('inputs must be an (N, 3, H, W) tensor, got '
+                             f'{getattr(inputs, "shape", type(inputs))}')
+        image_size = getattr(self.clip.visual, 'image_size', None)
+        if image_size is not None:
+            if isinstance(image_size, int):
+                image_size = (image_size, image_size)
+            if tuple(inputs.shape[-2:]) != tuple(image_size):
+                raise ValueError(
+                    f'images are {tuple(inputs.shape[-2:])} but '
+                    f'{self.model_name} expects {tuple(image_size)}: resize '
+                    'them in the pipeline (the paper: Resize to 224x224, no '
+                    "crop) or set clip=dict(force_image_size=...)")
+        dtype = next(self.clip.visual.parameters()).dtype
+        return self.clip.encode_image(inputs.to(dtype))
+
+    def _logits(self, image_features: torch.Tensor) -> torch.Tensor:
+        image = F.normalize(image_features, dim=-1)
+        classes = self.class_embeddings()
+        return self.logit_scale() * image @ classes.to(image.dtype).T
+
+    def forward(self,
+                inputs: torch.Tensor,
+                data_samples: Optional[List[DataSample]] = None,
+                mode: str = 'tensor'):
+        if mode == 'tensor':
+            return self._logits(self.extract_feat(inputs))
+        if mode == 'loss':
+            return self.loss(inputs, data_samples)
+        if mode == 'predict':
+            return self.predict(inputs, data_samples)
+        raise RuntimeError(f'Invalid mode "{mode}".')
+
+    def _targets(self, data_samples: List[DataSample],
+                 num_classes: int) -> torch.Tensor:
+        if data_samples is None or len(data_samples) == 0:
+            raise ValueError('mode="loss" needs data samples with labels')
+        if 'gt_score' in data_samples[0]:
+            target = torch.stack([ds.gt_score for ds in data_samples])
+            if target.shape[1] != num_classes:
+                raise ValueError(f'gt_score has {target.shape[1]} classes, '
+                                 f'the model {num_classes}')
+        else:
+            labels = [ds.gt_label for ds in data_samples]
+            for label in labels:
+                if label.numel() and (int(label.max()) >= num_classes
+                                      or int(label.min()) < 0):
+                    raise ValueError(f'gt_label {label.tolist()} outside '
+                                     f'0..{num_classes - 1}')
+            target = torch.stack(
+                [label_to_onehot(label, num_classes) for label in labels])
+        return target.to(self._device(), torch.float32)
+
+    def loss(self, inputs: torch.Tensor,
+             data_samples: List[DataSample]) -> Dict[str, torch.Tensor]:
+        image_features = self.extract_feat(inputs)
+        logits = self._logits(image_features)
+        target = self._targets(data_samples, logits.size(1))
+        if target.size(0) != logits.size(0):
+            raise ValueError(f'{target.size(0)} data samples for '
+                             f'{logits.size(0)} images')
+        losses = dict(loss_bal=self.loss_module(logits, target))
+        if self.contrastive_loss is not None:
+            captions = [ds.get('caption') for ds in data_samples]
+            if any(not isinstance(c, str) for c in captions):
+                raise ValueError(
+                    'the contrastive loss needs a caption (str) per sample: '
+                    "pack it with dict(type='PackInputs', "
+                    "algorithm_keys=['caption']) or set "
+                    'contrastive_loss=None')
+            text_features = encode_text(self.clip, self.tokenize(captions))
+            losses['loss_contrastive'] = self.contrastive_loss(
+                image_features, text_features, self.logit_scale(), captions)
+        return losses
+
+    def predict(self,
+                inputs: torch.Tensor,
+                data_samples: Optional[List[DataSample]] = None,
+                **kwargs) -> List[DataSample]:
+        """``pred_score`` (C,) per image (raw logits or activated)."""
+        with torch.no_grad():
+            logits = self._logits(self.extract_feat(inputs)).float()
+        if self.score_activation == 'softmax':
+            scores = logits.softmax(dim=-1)
+        elif self.score_activation == 'sigmoid':
+            scores = logits.sigmoid()
+        else:
+            scores = logits
+        if data_samples is None:
+            data_samples = [DataSample() for _ in range(scores.size(0))]
+        elif len(data_samples) != scores.size(0):
+            raise ValueError(f'{len(data_samples)} data samples for '
+                             f'{scores.size(0)} images')
+        for data_sample, score in zip(data_samples, scores):
+            data_sample.set_pred_score(score)
+        return data_samples
