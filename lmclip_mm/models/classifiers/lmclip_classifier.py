@@ -66,9 +66,12 @@ class LMCLIPClassifier(BaseClassifier):
         score_activation (str): ``pred_score`` of predictions: ``'none'``
             (raw logits, default), ``'softmax'`` over the classes (the
             paper's evaluation protocol) or ``'sigmoid'``.
-        logit_scale_max (float, optional): upper bound of the logit scale
-            ``s = min(exp(logit_scale), logit_scale_max)`` (CLIP's 100).
-            None: unbounded.
+        logit_scale_max (float, optional): upper bound of the logit scale,
+            ``s = min(exp(logit_scale), logit_scale_max)`` (e.g. CLIP
+            pre-training's 100; note that the bound also stops the gradient
+            of ``logit_scale`` while ``s`` is above it, and OpenAI's weights
+            start at ``exp(logit_scale) = 100.0000076``). Defaults to None:
+            ``s = exp(logit_scale)``, as OpenAI's CLIP forward.
         data_preprocessor (dict, optional): merged into
             ``ClsDataPreprocessor`` with ImageNet mean/std and ``to_rgb``.
         init_cfg (dict, optional): mmengine initialisation config.
@@ -83,7 +86,7 @@ class LMCLIPClassifier(BaseClassifier):
                      type='CLIPContrastiveLoss'),
                  class_weight_power: Optional[float] = None,
                  score_activation: str = 'none',
-                 logit_scale_max: Optional[float] = 100.0,
+                 logit_scale_max: Optional[float] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         if data_preprocessor is None:

@@ -18,7 +18,9 @@ def balanced_asymmetric_loss(cls_score: torch.Tensor,
                              label_smoothing: float = 0.0,
                              class_weight: Optional[torch.Tensor] = None
                              ) -> torch.Tensor:
-    """Per-entry Balanced Asymmetric Loss ``-L`` of shape ``(N, C)``.
+    """Per-entry ``L`` of the Balanced Asymmetric Loss, shape ``(N, C)``.
+
+    The loss is ``-mean(L)``.
 
     See :class:`BalancedAsymmetricLoss` for the definition. ``cls_score``
     and ``label`` must be float tensors of the same shape (the caller
@@ -31,10 +33,10 @@ def balanced_asymmetric_loss(cls_score: torch.Tensor,
     # max). When max(x) <= 0, divide by max|x| (no sign flip) or by 1 for an
     # all-zero batch. torch.where keeps this free of host syncs.
     x_max = x.max()
-    abs_max = x.abs().max()
-    one = x_max.new_ones(())
+    abs_max = torch.maximum(x_max, -x.min())  # max|x| without an |x| copy
     denom = torch.where(x_max > 0, x_max,
-                        torch.where(abs_max > 0, abs_max, one))
+                        torch.where(abs_max > 0, abs_max,
+                                    torch.ones_like(abs_max)))
     p = torch.sigmoid(x / denom)
 
     # 3. q = min(1 - p + m, 1).
@@ -63,7 +65,7 @@ def balanced_asymmetric_loss(cls_score: torch.Tensor,
         base = (1 - p * t - q * a).clamp(min=0)
         factor = base.pow(gamma_pos * t + gamma_neg * a)
         loss = loss * factor
-    return -loss
+    return loss
 
 
 @MODELS.register_module()
@@ -224,7 +226,7 @@ class BalancedAsymmetricLoss(nn.Module):
                 eps=self.eps,
                 label_smoothing=self.label_smoothing,
                 class_weight=class_weight)
-            return self.loss_weight * loss.mean()
+            return loss.mean() * -self.loss_weight
 
     def extra_repr(self) -> str:
         return (f'gamma_pos={self.gamma_pos}, gamma_neg={self.gamma_neg}, '

@@ -64,7 +64,7 @@ def _reference_logits(model, images):
         [f'a photo of a {c}' for c in model.classes])
     img = F.normalize(clip.encode_image(images), dim=-1)
     txt = F.normalize(clip.encode_text(tokens), dim=-1)
-    return clip.logit_scale.exp().clamp(max=100) * img @ txt.T
+    return clip.logit_scale.exp() * img @ txt.T
 
 
 def test_default_data_preprocessor_keeps_captions():
@@ -164,6 +164,26 @@ def test_predict_and_tensor_modes():
         torch.testing.assert_close(scores, fn(logits))
         if activation == 'softmax':
             torch.testing.assert_close(scores.sum(-1), torch.ones(8))
+
+
+def test_logit_scale_trains_and_optional_bound():
+    model = _model()
+    with torch.no_grad():
+        model.clip.logit_scale.fill_(np.log(100.))  # OpenAI's value
+    data = model.data_preprocessor(_batch(), True)
+    sum(model(**data, mode='loss').values()).backward()
+    assert model.clip.logit_scale.grad.abs() > 0
+    torch.testing.assert_close(model.logit_scale(),
+                               model.clip.logit_scale.exp())
+
+    bounded = _model(logit_scale_max=50.0)
+    with torch.no_grad():
+        bounded.clip.logit_scale.fill_(np.log(100.))
+    assert bounded.logit_scale().item() == 50.0
+    images = bounded.data_preprocessor(_batch(), False)['inputs']
+    with torch.no_grad():
+        torch.testing.assert_close(
+            bounded(images), _reference_logits(bounded, images) / 2)
 
 
 def test_rn_config_and_image_size_error():
