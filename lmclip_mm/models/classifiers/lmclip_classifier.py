@@ -72,8 +72,9 @@ class LMCLIPClassifier(BaseClassifier):
             of ``logit_scale`` while ``s`` is above it, and OpenAI's weights
             start at ``exp(logit_scale) = 100.0000076``). Defaults to None:
             ``s = exp(logit_scale)``, as OpenAI's CLIP forward.
-        data_preprocessor (dict, optional): merged into
-            ``ClsDataPreprocessor`` with ImageNet mean/std and ``to_rgb``.
+        data_preprocessor (dict, optional): a ``ClsDataPreprocessor`` config
+            is merged into the default: ImageNet mean/std, ``to_rgb=True``
+            (the paper's normalisation). Other types are used as given.
         init_cfg (dict, optional): mmengine initialisation config.
     """
 
@@ -91,7 +92,9 @@ class LMCLIPClassifier(BaseClassifier):
                  init_cfg: Optional[dict] = None):
         if data_preprocessor is None:
             data_preprocessor = dict(DEFAULT_DATA_PREPROCESSOR)
-        elif isinstance(data_preprocessor, dict):
+        elif isinstance(data_preprocessor, dict) and \
+                data_preprocessor.get('type', 'ClsDataPreprocessor') in (
+                    'ClsDataPreprocessor', 'mmpretrain.ClsDataPreprocessor'):
             data_preprocessor = {**DEFAULT_DATA_PREPROCESSOR,
                                  **data_preprocessor}
         if isinstance(data_preprocessor, dict):
@@ -113,13 +116,14 @@ class LMCLIPClassifier(BaseClassifier):
             raise ValueError('class_weight_power must be None or >= 0, got '
                              f'{class_weight_power}')
 
-        clip = dict(clip)
-        self.model_name = clip.pop('model_name')
+        clip_kwargs = dict(clip)
+        self.model_name = clip_kwargs.pop('model_name')
+        pretrained = clip_kwargs.pop('pretrained', None)
         self.clip = create_clip_model(
-            self.model_name, pretrained=clip.pop('pretrained', None), **clip)
-        context_length = clip.get('force_context_length')
+            self.model_name, pretrained=pretrained, **clip_kwargs)
         self.tokenizer = open_clip.get_tokenizer(
-            self.model_name, context_length=context_length)
+            self.model_name,
+            context_length=clip_kwargs.get('force_context_length'))
 
         self.prompt_template = prompt_template
         self.score_activation = score_activation

@@ -81,8 +81,11 @@ class CLIPContrastiveLoss(nn.Module):
     (1 x the one-process gradient with ``local_loss=False``): the
     DDP-averaged gradients of the towers are then 1/W of the one-process
     ones (the logit scale's, used whole by every rank, stays 1 x), and with
-    ``local_loss=True`` they are not proportional to them at all. Ranks may hold different batch sizes (they are
-    padded for the gather and unpadded after).
+    ``local_loss=True`` they are not proportional to them at all.
+
+    Ranks may hold different batch sizes (they are padded for the gather
+    and unpadded after); with ``local_loss=True`` the mean of the ranks'
+    losses then weighs the ranks equally, not the samples.
 
     Args:
         loss_weight (float): multiplier of the loss. Defaults to 1.

@@ -12,6 +12,16 @@ import lmclip_mm.models  # noqa: E402,F401
 from lmclip_mm.engine.hooks.dataset_meta_hook import \
     DatasetMetaHook  # noqa: E402
 
+@pytest.fixture(autouse=True, scope='module')
+def _one_torch_thread():
+    # Tiny models: one thread is as fast, and it is not slowed down 50x by
+    # OpenMP spinning when other processes share the CPU cores.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 CLASSES = ('cat', 'dog', 'person')
 META = dict(classes=CLASSES, class_counts=[3, 2, 4], num_train_images=6)
 

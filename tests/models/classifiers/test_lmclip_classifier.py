@@ -19,6 +19,16 @@ from lmclip_mm.models.losses.balanced_asymmetric_loss import \
 from lmclip_mm.models.losses.clip_contrastive_loss import \
     CLIPContrastiveLoss  # noqa: E402
 
+@pytest.fixture(autouse=True, scope='module')
+def _one_torch_thread():
+    # Tiny models: one thread is as fast, and it is not slowed down 50x by
+    # OpenMP spinning when other processes share the CPU cores.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 CLASSES = ('cat', 'dog', 'person', 'car', 'traffic light')
 LABELS = [[0, 2], [1], [3, 4], [0], [2, 3], [4], [1, 2], [0, 4]]
 CAPTIONS = [
@@ -81,6 +91,13 @@ def test_default_data_preprocessor_keeps_captions():
     expected = (batch['inputs'].flip(1).float() - pre.mean) / pre.std
     torch.testing.assert_close(data['inputs'], expected)
     assert [ds.caption for ds in data['data_samples']] == CAPTIONS
+
+
+def test_data_preprocessor_config_is_merged_into_the_default():
+    pre = _model(data_preprocessor=dict(num_classes=5)).data_preprocessor
+    assert pre.num_classes == 5 and pre.to_rgb
+    np.testing.assert_allclose(pre.std.flatten().tolist(),
+                               [58.395, 57.12, 57.375])
 
 
 def test_loss_values_and_keys():

@@ -11,6 +11,16 @@ from lmclip_mm.models.utils.open_clip_helpers import (  # noqa: E402
     MODEL_CONFIG_DIR, create_clip_model, encode_text, eot_truncate,
     supports_eot_truncation)
 
+@pytest.fixture(autouse=True, scope='module')
+def _one_torch_thread():
+    # Tiny models: one thread is as fast, and it is not slowed down 50x by
+    # OpenMP spinning when other processes share the CPU cores.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 TEXTS = [
     'a photo of a cat',
     'a photo of a traffic light',
