@@ -1,0 +1,45 @@
+# VOC-MLT (Wu et al. 2020 long-tailed split of Pascal VOC): 1,142 train
+# images from VOC2012 trainval, 4,952 test images from VOC2007 test, 20
+# classes. See data/README.md for the layout under data_root.
+dataset_type = 'VOCMLT'
+data_root = 'data/voc_mlt/'
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    # The paper: 224x224 without crop, random horizontal flip.
+    dict(type='Resize', scale=(224, 224), interpolation='bicubic'),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='PackInputs', algorithm_keys=['caption']),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(224, 224), interpolation='bicubic'),
+    dict(type='PackInputs', algorithm_keys=['caption']),
+]
+
+train_dataloader = dict(
+    batch_size=8,
+    num_workers=4,
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        split='train',
+        pipeline=train_pipeline),
+    # LM-CLIP's class-occurrence sampling; `power` is set per config.
+    sampler=dict(type='ClassAwareRepeatSampler', power=1.0),
+)
+val_dataloader = dict(
+    batch_size=32,
+    num_workers=4,
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        split='test',
+        pipeline=test_pipeline),
+    sampler=dict(type='DefaultSampler', shuffle=False),
+)
+# The paper's protocol: softmax over the classes before AP.
+val_evaluator = dict(type='LongTailAveragePrecision', apply_softmax=True)
+
+test_dataloader = val_dataloader
+test_evaluator = val_evaluator

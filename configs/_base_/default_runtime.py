@@ -1,0 +1,40 @@
+# Runtime settings shared by the lmclip_mm configs (as mmpretrain's
+# configs/_base_/default_runtime.py, plus the plugin import).
+default_scope = 'mmpretrain'
+custom_imports = dict(imports=['lmclip_mm'], allow_failed_imports=False)
+
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=50),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    # Keep the last checkpoint, the best by overall mAP and, separately,
+    # the best by tail mAP.
+    checkpoint=dict(
+        type='CheckpointHook',
+        interval=1,
+        max_keep_ckpts=1,
+        save_best=['multi-label/mAP', 'multi-label/mAP_tail'],
+        rule=['greater', 'greater']),
+    sampler_seed=dict(type='DistSamplerSeedHook'),
+    visualization=dict(type='VisualizationHook', enable=False),
+)
+
+env_cfg = dict(
+    cudnn_benchmark=False,
+    mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
+    # tools/train.py switches to gloo by itself on machines without GPUs.
+    dist_cfg=dict(backend='nccl'),
+)
+
+vis_backends = [dict(type='LocalVisBackend')]
+visualizer = dict(type='UniversalVisualizer', vis_backends=vis_backends)
+
+log_level = 'INFO'
+load_from = None
+resume = False
+randomness = dict(seed=None, deterministic=False)
+
+# Passes the dataset's metainfo (class names, train class counts) to the
+# model before training/evaluation: LMCLIPClassifier builds its class prompts
+# and loss class weights from it.
+custom_hooks = [dict(type='DatasetMetaHook')]

@@ -1,0 +1,15 @@
+# LM-CLIP, CLIP RN50, VOC-MLT.
+_base_ = [
+    '_base_/models/lmclip_rn50.py',
+    '_base_/datasets/voc_mlt.py',
+    '_base_/schedules/lmclip_adamw_cosine_50e.py',
+    '_base_/default_runtime.py',
+]
+
+power = 0.7  # s: sampler and loss class-weight power
+model = dict(
+    loss=dict(gamma_neg=12.0, gamma_pos=0.0, clip=0.05, label_smoothing=0.01,
+              loss_weight=0.2),
+    class_weight_power=power)
+train_dataloader = dict(sampler=dict(power=power))
+optim_wrapper = dict(optimizer=dict(lr=2e-6))
