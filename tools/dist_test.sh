@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Usage: tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCS [test.py args]
+#        tools/dist_test.sh CONFIG --zero-shot NUM_PROCS [test.py args]
 set -euo pipefail
 CONFIG=$1
 CHECKPOINT=$2

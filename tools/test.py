@@ -1,7 +1,12 @@
 # Copyright (c) lmclip_mm authors. Based on mmpretrain's tools/test.py.
 """Evaluate a checkpoint with an lmclip_mm (or any mmpretrain) config.
 
-Same flags as mmpretrain's ``tools/test.py`` plus ``--trust-checkpoint``.
+Same flags as mmpretrain's ``tools/test.py`` plus ``--trust-checkpoint`` and
+``--zero-shot`` (evaluate the CLIP weights named in the config, e.g.
+``clip.pretrained='openai'``, without any checkpoint)::
+
+    python tools/test.py CONFIG CHECKPOINT
+    python tools/test.py CONFIG --zero-shot
 """
 import argparse
 import os.path as osp
@@ -20,7 +25,15 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='MMPreTrain test (and eval) a model')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        'checkpoint', nargs='?', default=None,
+        help='checkpoint file (omit with --zero-shot)')
+    parser.add_argument(
+        '--zero-shot',
+        action='store_true',
+        help='evaluate the pretrained weights the config names (no '
+        'checkpoint, no training): CLIP zero-shot classification with the '
+        'class prompts')
     parser.add_argument(
         '--work-dir',
         help='the directory to save the file containing evaluation metrics')
@@ -63,6 +76,10 @@ def parse_args(argv=None):
         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
+    if args.zero_shot and args.checkpoint:
+        parser.error('--zero-shot takes no CHECKPOINT')
+    if not args.zero_shot and not args.checkpoint:
+        parser.error('CHECKPOINT is required (or pass --zero-shot)')
     launch.ensure_local_rank(args.local_rank)
     return args
 
@@ -76,7 +93,7 @@ def merge_args(cfg, args):
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
 
-    cfg.load_from = args.checkpoint
+    cfg.load_from = args.checkpoint  # None with --zero-shot
 
     if args.amp:
         cfg.test_cfg.fp16 = True

@@ -45,6 +45,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from mmengine.logging import print_log
 from mmpretrain.evaluation.metrics import AveragePrecision
 from mmpretrain.evaluation.metrics.single_label import to_tensor
 from mmpretrain.registry import METRICS
@@ -265,6 +266,8 @@ class LongTailAveragePrecision(AveragePrecision):
             without a positive). Defaults to False.
         head_classes, middle_classes, tail_classes (Sequence[int | str],
             optional): override the groups of ``dataset_meta``.
+        show_table (bool): log a table of mAP (all / head / middle / tail)
+            and AUROC after each evaluation. Defaults to True.
         collect_device (str): 'cpu' or 'gpu'. Defaults to 'cpu'.
         prefix (str, optional): defaults to ``'multi-label'``.
     """
@@ -276,11 +279,13 @@ class LongTailAveragePrecision(AveragePrecision):
                  head_classes: Optional[Sequence[Union[int, str]]] = None,
                  middle_classes: Optional[Sequence[Union[int, str]]] = None,
                  tail_classes: Optional[Sequence[Union[int, str]]] = None,
+                 show_table: bool = True,
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None) -> None:
         super().__init__(
             average='macro', collect_device=collect_device, prefix=prefix)
         self.apply_softmax = apply_softmax
+        self.show_table = show_table
         self.classwise = classwise
         self._groups_arg = dict(
             head=head_classes, middle=middle_classes, tail=tail_classes)
@@ -328,7 +333,7 @@ class LongTailAveragePrecision(AveragePrecision):
         target = torch.stack([res['gt_score'] for res in results]).cpu()
         pred = torch.stack([res['pred_score'] for res in results]).cpu()
         groups = self._resolve_groups()
-        return long_tail_average_precision(
+        metrics = long_tail_average_precision(
             pred,
             target,
             head_classes=groups['head'],
@@ -337,3 +342,41 @@ class LongTailAveragePrecision(AveragePrecision):
             apply_softmax=self.apply_softmax,
             classwise=self.classwise,
             class_names=self._class_names())
+        if self.show_table:
+            print_log(
+                '\n' + format_summary_table(metrics, groups, pred.shape[1],
+                                            len(results)),
+                logger='current')
+        return metrics
+
+
+_TABLE_ROWS = (('mAP', 'all'), ('mAP_head', 'head'),
+               ('mAP_middle', 'middle'), ('mAP_tail', 'tail'),
+               ('AUROC', 'AUROC (macro)'))
+
+
+def format_summary_table(metrics: Dict[str, object],
+                         groups: Dict[str, Optional[Sequence[int]]],
+                         num_classes: int, num_images: int) -> str:
+    """mAP of all classes and of every class group, and AUROC, as a table.
+
+    Rows whose metric is absent (e.g. no group information) are left out.
+    """
+    rows = [('', 'classes', '%')]
+    for key, name in _TABLE_ROWS:
+        if key not in metrics:
+            continue
+        members = groups.get(name)
+        count = len(members) if members is not None else num_classes
+        rows.append((name, str(count), f'{float(metrics[key]):.2f}'))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    sep = '+' + '+'.join('-' * (w + 2) for w in widths) + '+'
+
+    def line(row):
+        cells = [row[0].ljust(widths[0])]
+        cells += [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+        return '| ' + ' | '.join(cells) + ' |'
+
+    table = [sep, line(rows[0]), sep] + [line(r) for r in rows[1:]] + [sep]
+    return (f'multi-label results on {num_images} images:\n' +
+            '\n'.join(table))

@@ -330,3 +330,39 @@ def test_evaluator_two_chunks_equals_one_and_datasample_input():
     evaluator.process(samples[:N // 2])
     evaluator.process(samples[N // 2:])
     assert evaluator.evaluate(N) == one
+
+
+def test_summary_table_is_logged_with_every_group(capsys):
+    from mmengine.logging import MMLogger
+    from lmclip_mm.evaluation.metrics.long_tail_average_precision import \
+        format_summary_table
+    metrics = {'mAP': 50.0, 'mAP_head': 75.5, 'mAP_middle': 50.25,
+               'mAP_tail': 12.0, 'AUROC': 80.125}
+    groups = {'head': [0, 1], 'middle': [2], 'tail': [3, 4, 5]}
+    table = format_summary_table(metrics, groups, 6, 10)
+    lines = table.splitlines()
+    assert lines[0] == 'multi-label results on 10 images:'
+    assert '| all           |       6 | 50.00 |' in lines
+    assert '| head          |       2 | 75.50 |' in lines
+    assert '| middle        |       1 | 50.25 |' in lines
+    assert '| tail          |       3 | 12.00 |' in lines
+    assert '| AUROC (macro) |       6 | 80.12 |' in lines
+    # Without group information only the overall rows remain.
+    short = format_summary_table({'mAP': 1.0, 'AUROC': 2.0},
+                                 {'head': None}, 6, 3)
+    assert 'head' not in short and '| all ' in short
+
+    MMLogger.get_instance('lmclip_table_test', log_level='INFO')
+    metric = LongTailAveragePrecision(
+        head_classes=[0], middle_classes=[1], tail_classes=[2])
+    rng = np.random.default_rng(0)
+    samples = [dict(pred_score=torch.tensor(rng.random(3)),
+                    gt_label=torch.tensor([i % 3])) for i in range(6)]
+    metric.process([], samples)
+    metric.compute_metrics(metric.results)
+    out = capsys.readouterr().out
+    assert 'multi-label results on 6 images' in out and '| tail ' in out
+    quiet = LongTailAveragePrecision(show_table=False)
+    quiet.process([], samples)
+    quiet.compute_metrics(quiet.results)
+    assert 'multi-label results' not in capsys.readouterr().out
