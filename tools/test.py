@@ -66,7 +66,8 @@ def parse_args(argv=None):
     parser.add_argument(
         '--trust-checkpoint',
         action='store_true',
-        help='fully unpickle CHECKPOINT (only for files you trust: unpickling '
+        help='fully unpickle CHECKPOINT and the CLIP weights file of '
+        'model.clip.pretrained (only for files you trust: unpickling '
         'can run code). By default it is loaded with torch\'s weights-only '
         'unpickler.')
     parser.add_argument(
@@ -130,7 +131,7 @@ def main(argv=None):
     cfg = Config.fromfile(args.config)
     cfg = merge_args(cfg, args)
     if args.trust_checkpoint:
-        launch.trust_from_cli([cfg.load_from])
+        launch.trust_from_cli([cfg.load_from], cfg)
     launch.init_distributed(args.launcher, cfg)
 
     if 'runner_type' not in cfg:

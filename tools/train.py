@@ -54,7 +54,8 @@ def parse_args(argv=None):
         '--trust-checkpoint',
         action='store_true',
         help='fully unpickle the checkpoint given by --resume/load_from (or, '
-        'with --resume and no path, the checkpoints in the work dir). Only '
+        'with --resume and no path, the checkpoints in the work dir) and the '
+        'CLIP weights file of model.clip.pretrained. Only '
         'for files you trust: unpickling can run code. By default, '
         'checkpoints are loaded with torch\'s weights-only unpickler.')
     parser.add_argument(
@@ -128,7 +129,7 @@ def main(argv=None):
         launch.trust_from_cli([
             cfg.get('load_from'),
             cfg.work_dir if args.resume == 'auto' else None
-        ])
+        ], cfg)
     launch.init_distributed(args.launcher, cfg)
 
     if 'runner_type' not in cfg:

@@ -103,8 +103,20 @@ def ensure_local_rank(local_rank: int) -> None:
         os.environ['LOCAL_RANK'] = str(local_rank)
 
 
-def trust_from_cli(paths) -> None:
-    """Mark the checkpoints named on the command line as trusted."""
+def trust_from_cli(paths, cfg: Optional[Config] = None) -> None:
+    """Mark the files named for this run as trusted (``--trust-checkpoint``).
+
+    ``paths`` are the checkpoints given on the command line; with ``cfg``,
+    the CLIP weights file of an LM-CLIP model (``model.clip.pretrained``,
+    when it is a path rather than a tag) is trusted too.
+    """
+    paths = list(paths)
+    if cfg is not None:
+        clip = (cfg.get('model') or {}).get('clip') or {}
+        pretrained = clip.get('pretrained')
+        if isinstance(pretrained, str) and os.path.isfile(
+                os.path.expanduser(pretrained)):
+            paths.append(pretrained)
     for path in paths:
         if path:
             ckpt_utils.trust_checkpoint(path)

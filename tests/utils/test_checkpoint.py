@@ -230,3 +230,20 @@ def test_install_is_idempotent_and_covers_every_scheme():
     for prefix, loader in CheckpointLoader._schemes.items():
         assert getattr(loader, '_lmclip_guarded', False), prefix
         assert not getattr(loader.__wrapped__, '_lmclip_guarded', False)
+
+
+def test_clip_pretrained_file_refuses_code(tmp_path):
+    """``clip=dict(pretrained='/path/file')`` loads weights-only as well."""
+    from lmclip_mm.models.utils.open_clip_helpers import create_clip_model
+    marker = tmp_path / 'PWNED'
+    model = create_clip_model('lmclip-tiny-vit')
+    sd = dict(model.state_dict())
+    path = tmp_path / 'clip.pt'
+    torch.save({'state_dict': sd, 'x': _RunsCommand(marker)}, path)
+    with pytest.raises(UntrustedCheckpointError, match='clip.pt'):
+        create_clip_model('lmclip-tiny-vit', pretrained=str(path))
+    assert not marker.exists()
+    ckpt_utils.trust_checkpoint(path)
+    loaded = create_clip_model('lmclip-tiny-vit', pretrained=str(path))
+    assert marker.exists()
+    torch.testing.assert_close(loaded.logit_scale, model.logit_scale)

@@ -66,3 +66,21 @@ def test_device_agnostic_ddp_is_registered_under_the_root_lookup():
     from mmengine.registry import MODEL_WRAPPERS
     from lmclip_mm.models.wrappers import DeviceAgnosticDDP
     assert MODEL_WRAPPERS.get(launch.CPU_WRAPPER) is DeviceAgnosticDDP
+
+
+def test_trust_from_cli_includes_clip_weights_file(tmp_path):
+    from lmclip_mm.utils import checkpoint as ckpt_utils
+    weights = tmp_path / 'w.pt'
+    weights.write_bytes(b'x')
+    ckpt_utils.untrust_all()
+    try:
+        cfg = Config(dict(model=dict(clip=dict(pretrained=str(weights)))))
+        launch.trust_from_cli([None], cfg)
+        assert ckpt_utils.is_trusted(weights)
+        ckpt_utils.untrust_all()
+        tag = Config(dict(model=dict(clip=dict(pretrained='openai'))))
+        launch.trust_from_cli([str(tmp_path / 'a.pth')], tag)
+        assert ckpt_utils.is_trusted(tmp_path / 'a.pth')
+        assert not ckpt_utils.is_trusted(weights)
+    finally:
+        ckpt_utils.untrust_all()

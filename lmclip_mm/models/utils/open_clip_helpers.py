@@ -28,6 +28,9 @@ from open_clip.pretrained import (get_pretrained_cfg,
                                   list_pretrained_tags_by_model)
 from open_clip.transformer import text_global_pool
 
+from ...utils.checkpoint import (UntrustedCheckpointError, is_trusted,
+                                 weights_only_guard)
+
 __all__ = [
     'MODEL_CONFIG_DIR', 'register_model_configs', 'create_clip_model',
     'supports_eot_truncation', 'eot_truncate', 'encode_text'
@@ -184,13 +187,19 @@ def create_clip_model(model_name: str,
         logger.info(f'open_clip model {name}: loaded TorchScript weights '
                     f'{path}')
         return model
+    # Weights-only unpickling unless the user trusts this very file
+    # (lmclip_mm.utils.checkpoint.trust_checkpoint / --trust-checkpoint).
+    trusted = is_trusted(path)
     try:
-        return open_clip.create_model(
-            name,
-            pretrained=path,
-            require_pretrained=True,
-            weights_only=True,
-            **kwargs)
+        with weights_only_guard(path, trusted=trusted):
+            return open_clip.create_model(
+                name,
+                pretrained=path,
+                require_pretrained=True,
+                weights_only=not trusted,
+                **kwargs)
+    except UntrustedCheckpointError:
+        raise
     except Exception as e:
         raise RuntimeError(
             f'Could not load the weights file {path!r} into {name}: {e}'
