@@ -140,4 +140,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    launch.run_cli(main)

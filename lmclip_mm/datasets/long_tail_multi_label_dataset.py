@@ -236,9 +236,27 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
             ]
 
         return [
-            dict(img_path=img_path, gt_label=list(r.labels), caption=text)
+            dict(img_path=img_path, gt_label=list(r.labels), caption=text,
+                 line_no=r.line_no)
             for r, img_path, text in zip(records, img_paths, texts)
         ]
+
+    def prepare_data(self, idx):
+        """Run the pipeline; a failure names the list file, line and image.
+
+        E.g. an image that passed the build-time checks but cannot be
+        decoded fails here, at its first touch, as a
+        :class:`DatasetFormatError` instead of a bare error of the pipeline.
+        """
+        try:
+            return super().prepare_data(idx)
+        except DatasetFormatError:
+            raise
+        except Exception as e:
+            info = self.get_data_info(idx)
+            raise DatasetFormatError(
+                f'{self.ann_file}, line {info.get("line_no")}: cannot load '
+                f'{info.get("img_path")}: {type(e).__name__}: {e}') from e
 
     def _check_images(self, records, img_paths) -> None:
         bad = find_bad_images([(r.line_no, p)

@@ -244,12 +244,49 @@ def class_groups(class_counts: Sequence[int],
     return head, middle, tail
 
 
+#: Leading bytes of the image formats mmcv decodes, and for the formats that
+#: have one, a marker that must be in the file's last bytes (a file cut
+#: short by an interrupted download lacks it).
+_IMAGE_SIGNATURES = (
+    (b'\xff\xd8\xff', 'JPEG', b'\xff\xd9'),
+    (b'\x89PNG\r\n\x1a\n', 'PNG', b'IEND'),
+    (b'BM', 'BMP', None),
+    (b'GIF8', 'GIF', b';'),
+    (b'II*\x00', 'TIFF', None),
+    (b'MM\x00*', 'TIFF', None),
+    (b'RIFF', 'WEBP', None),
+)
+_TAIL_BYTES = 4096
+
+
+def check_image_bytes(path: str, size: int) -> Optional[str]:
+    """Why the image file at ``path`` is not decodable, or None.
+
+    Cheap: reads the first 12 and the last few KiB, so that a whole split
+    can be checked when the dataset is built. Detects unknown formats (e.g.
+    an HTML error page saved as .jpg) and JPEG/PNG/GIF files cut short.
+    """
+    with open(path, 'rb') as f:
+        head = f.read(12)
+        f.seek(max(0, size - _TAIL_BYTES))
+        tail = f.read()
+    for magic, name, end in _IMAGE_SIGNATURES:
+        if head.startswith(magic):
+            if name == 'WEBP' and head[8:12] != b'WEBP':
+                continue
+            if end is not None and end not in tail:
+                return f'truncated {name} (no end marker)'
+            return None
+    return 'not an image (unknown file signature)'
+
+
 def find_bad_images(paths: Sequence[Tuple[int, str]]) -> List[Tuple[int, str,
                                                                       str]]:
-    """``(line_no, path, why)`` for each path that is not a readable file.
+    """``(line_no, path, why)`` for each path that is not a readable image.
 
     A path is bad if it does not exist, is not a regular file, cannot be
-    opened for reading or is empty (0 bytes).
+    opened for reading, is empty (0 bytes), does not start like an image
+    file, or is a JPEG/PNG/GIF without its end marker (truncated).
     """
     bad = []
     for line_no, path in paths:
@@ -265,6 +302,11 @@ def find_bad_images(paths: Sequence[Tuple[int, str]]) -> List[Tuple[int, str,
             bad.append((line_no, path, 'not a regular file'))
         elif st.st_size == 0:
             bad.append((line_no, path, 'empty file'))
-        elif not os.access(path, os.R_OK):
-            bad.append((line_no, path, 'not readable'))
+        else:
+            try:
+                why = check_image_bytes(path, st.st_size)
+            except OSError as e:
+                why = f'not readable: {e.strerror}'
+            if why:
+                bad.append((line_no, path, why))
     return bad

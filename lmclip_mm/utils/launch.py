@@ -13,6 +13,7 @@ semantics, plus the two fixes the tools need on top of mmengine 0.10.x:
   and selects :class:`~lmclip_mm.models.wrappers.DeviceAgnosticDDP`.
 """
 import os
+import sys
 from copy import deepcopy
 from typing import Optional
 
@@ -120,3 +121,34 @@ def trust_from_cli(paths, cfg: Optional[Config] = None) -> None:
     for path in paths:
         if path:
             ckpt_utils.trust_checkpoint(path)
+
+
+def user_errors() -> tuple:
+    """Errors that report bad input (data files, checkpoints) by themselves.
+
+    The tools print their message alone, without a traceback; set
+    ``LMCLIP_TRACEBACK=1`` to get the traceback as well.
+    """
+    from ..datasets.mlt_format import DatasetFormatError
+    return (DatasetFormatError, ckpt_utils.UntrustedCheckpointError)
+
+
+def _short_message(err: BaseException) -> str:
+    message = str(err).strip()
+    # torch re-raises a DataLoader worker's error with the worker's
+    # traceback in the message: keep the error line itself.
+    if 'Original Traceback' in message:
+        tail = [x for x in message.splitlines() if x.strip()]
+        message = tail[-1].split(': ', 1)[-1] if tail else message
+    return f'{type(err).__name__}: {message}'
+
+
+def run_cli(main, argv=None):
+    """Call a tool's ``main``; bad input exits 1 with a one-line message."""
+    try:
+        return main(argv)
+    except user_errors() as err:
+        if os.environ.get('LMCLIP_TRACEBACK'):
+            raise
+        print(f'error: {_short_message(err)}', file=sys.stderr)
+        sys.exit(1)

@@ -3,6 +3,9 @@ import os
 
 import pytest
 import torch
+
+#: passes the build-time image check (JPEG start and end markers)
+JPEG_STAND_IN = b'\xff\xd8\xff\xe0' + b'\x00' * 8 + b'\xff\xd9'
 from mmpretrain.registry import DATASETS
 
 from lmclip_mm.datasets.long_tail_multi_label_dataset import \
@@ -257,9 +260,9 @@ def test_missing_images_reported_together(tiny_set):
     # train images exist; 25 of the 30 test images are missing, one is empty
     for i in range(4):
         (root / 'img').mkdir(exist_ok=True)
-        (root / f'img/tr{i}.jpg').write_bytes(b'jpeg')
+        (root / f'img/tr{i}.jpg').write_bytes(JPEG_STAND_IN)
     for i in range(5):
-        (root / f'img/te{i}.jpg').write_bytes(b'jpeg' if i else b'')
+        (root / f'img/te{i}.jpg').write_bytes(JPEG_STAND_IN if i else b'')
     with pytest.raises(FileNotFoundError) as e:
         LongTailMultiLabelDataset(split='test', **args)
     msg = str(e.value)
@@ -283,3 +286,24 @@ def test_check_images_can_be_disabled(tiny_set):
         LongTailMultiLabelDataset(split='train', **args)
     ds = LongTailMultiLabelDataset(split='train', check_images=False, **args)
     assert len(ds) == 4
+
+
+def test_undecodable_image_fails_at_first_touch_naming_file_and_line(
+        tiny_set):
+    """An image that passes the build-time checks (JPEG start and end
+    markers intact) but cannot be decoded fails when loaded, naming the
+    list file, its line and the image."""
+    from lmclip_mm.datasets.long_tail_multi_label_dataset import \
+        LongTailMultiLabelDataset
+    from lmclip_mm.datasets.mlt_format import DatasetFormatError
+    root, args = tiny_set()
+    bad = root / 'img' / 'tr1.jpg'
+    bad.write_bytes(JPEG_STAND_IN)
+    ds = LongTailMultiLabelDataset(
+        **args, split='train',
+        pipeline=[dict(type='LoadImageFromFile'), dict(type='PackInputs')])
+    ds[0]
+    with pytest.raises(DatasetFormatError) as err:
+        ds[1]
+    msg = str(err.value)
+    assert 'train.txt, line 2' in msg and str(bad) in msg

@@ -156,12 +156,31 @@ def test_count_classes_and_groups():
 
 
 def test_find_bad_images(tmp_path):
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.new('RGB', (16, 16), (10, 200, 30)).save(buf, 'JPEG')
+    jpeg = buf.getvalue()
     good = tmp_path / 'good.jpg'
-    good.write_bytes(b'x')
+    good.write_bytes(jpeg)
+    png = tmp_path / 'good.png'
+    Image.new('RGB', (4, 4)).save(png)
     empty = tmp_path / 'empty.jpg'
     empty.write_bytes(b'')
+    cut = tmp_path / 'cut.jpg'
+    cut.write_bytes(jpeg[:len(jpeg) // 2])
+    cut_png = tmp_path / 'cut.png'
+    cut_png.write_bytes(png.read_bytes()[:-12])
+    html = tmp_path / 'error_page.jpg'
+    html.write_bytes(b'<html><body>404</body></html>')
     bad = find_bad_images([(1, str(good)), (2, str(tmp_path / 'gone.jpg')),
-                           (3, str(empty)), (4, str(tmp_path))])
+                           (3, str(empty)), (4, str(tmp_path)),
+                           (5, str(cut)), (6, str(png)), (7, str(cut_png)),
+                           (8, str(html))])
     assert bad == [(2, str(tmp_path / 'gone.jpg'), 'missing'),
                    (3, str(empty), 'empty file'),
-                   (4, str(tmp_path), 'not a regular file')]
+                   (4, str(tmp_path), 'not a regular file'),
+                   (5, str(cut), 'truncated JPEG (no end marker)'),
+                   (7, str(cut_png), 'truncated PNG (no end marker)'),
+                   (8, str(html), 'not an image (unknown file signature)')]

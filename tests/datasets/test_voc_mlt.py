@@ -77,7 +77,7 @@ def test_images_checked_when_built(voc_root, tmp_path):
     for path, _ in rows:
         p = tmp_path / path
         p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(b'x')
+        p.write_bytes(b'\xff\xd8\xff\xe0\xff\xd9')  # JPEG markers
     cfg = dict(type='VOCMLT', data_root=str(tmp_path), split='train')
     assert len(DATASETS.build(cfg)) == 1142
     os.remove(tmp_path / rows[9][0])
