@@ -155,3 +155,21 @@ def test_full_quickstart_learns(tool, tmp_path):
     assert last['step'] == 30
     assert last['multi-label/mAP'] > 6 * CHANCE_MAP, last
     assert last['multi-label/mAP_tail'] > 5 * CHANCE_MAP, last
+
+
+def test_dist_test_two_processes_equals_one(short_run, tested, tool,
+                                            toy_root, tmp_path, port):
+    """345 test images over 2 processes (not divisible): the padded
+    duplicate of mmengine's DefaultSampler is dropped when results are
+    collected, so the metrics equal the 1-process ones exactly."""
+    out = tmp_path / 'dist.json'
+    tool(['dist_test.sh', REPO_CFG, short_run[0] / 'epoch_10.pth', '2',
+          '--work-dir', tmp_path, '--out', out, '--out-item', 'metrics',
+          '--cfg-options', *_options(toy_root, 'test_evaluator.classwise=True')],
+         env={'PORT': str(port)})
+    dist = json.loads(out.read_text())
+    for key, value in tested.items():
+        if key.endswith('AP_classwise'):
+            assert dist[key] == pytest.approx(value, abs=1e-6)
+        else:
+            assert dist[key] == pytest.approx(value, abs=1e-6), key
