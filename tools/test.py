@@ -76,7 +76,9 @@ def parse_args(argv=None):
         default='none',
         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
+    # intermixed: CHECKPOINT is optional (--zero-shot), and a plain
+    # parse_args would not find it after options (`CONFIG --work-dir D CKPT`).
+    args = parser.parse_intermixed_args(argv)
     if args.zero_shot and args.checkpoint:
         parser.error('--zero-shot takes no CHECKPOINT')
     if not args.zero_shot and not args.checkpoint:
