@@ -41,69 +41,15 @@ SPLITS=(
   "voc_lt_captions.txt a986c2d493d4258aa470fe0b48b66b12c1ec338e4341dda3fb4c46ef9865f273"
 )
 
-die() { echo "download_voc_mlt: $*" >&2; exit 1; }
-say() { echo "download_voc_mlt: $*"; }
-
-command -v python3 >/dev/null || die "python3 is needed"
+SCRIPT_NAME=download_voc_mlt
+# shellcheck source=download_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/download_lib.sh"
 command -v tar >/dev/null || die "tar is needed"
-if command -v curl >/dev/null; then
-  fetch_to() { curl -fL --retry 3 -C - --progress-bar -o "$2" "$1"; }
-  fetch_small() { curl -fsSL --retry 3 -o "$2" "$1"; }
-elif command -v wget >/dev/null; then
-  fetch_to() { wget -c -O "$2" "$1"; }
-  fetch_small() { wget -q -O "$2" "$1"; }
-else
-  die "curl or wget is needed"
-fi
-
-# hash ALGO FILE -> hex digest (python3: same on Linux and macOS)
-hash_of() {
-  python3 - "$1" "$2" <<'EOF'
-import hashlib, sys
-h = hashlib.new(sys.argv[1])
-with open(sys.argv[2], 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-        h.update(block)
-print(h.hexdigest())
-EOF
-}
-
-# download URL DEST ALGO DIGEST: fetch DEST unless it is there and verified
-download() {
-  local url=$1 dest=$2 algo=$3 want=$4 got
-  if [ -f "$dest" ] && [ "$(hash_of "$algo" "$dest")" = "$want" ]; then
-    say "have $(basename "$dest")"
-    return 0
-  fi
-  mkdir -p "$(dirname "$dest")"
-  if [ -f "$dest.part" ] && [ "$(hash_of "$algo" "$dest.part")" = "$want" ]; then
-    mv "$dest.part" "$dest"
-    return 0
-  fi
-  say "downloading $url"
-  fetch_to "$url" "$dest.part" || die "download of $url failed (rerun to resume)"
-  got=$(hash_of "$algo" "$dest.part")
-  if [ "$got" != "$want" ]; then
-    die "$dest.part: $algo is $got, expected $want (delete it and rerun; if a split file changed upstream, SKIP_SPLIT_CHECKSUMS=1 accepts it)"
-  fi
-  mv "$dest.part" "$dest"
-}
 
 mkdir -p "$ROOT/longtail2012" "$DOWNLOAD_DIR"
 
 # 1. split files
-for entry in "${SPLITS[@]}"; do
-  read -r name sha <<<"$entry"
-  dest="$ROOT/longtail2012/$name"
-  if [ "${SKIP_SPLIT_CHECKSUMS:-0}" = 1 ]; then
-    if [ ! -s "$dest" ]; then
-      fetch_small "$SPLITS_BASE_URL/$name" "$dest.part" || die "download of $SPLITS_BASE_URL/$name failed"
-      mv "$dest.part" "$dest"
-    fi
-  else
-    download "$SPLITS_BASE_URL/$name" "$dest" sha256 "$sha"
-  fi
-done
+fetch_splits longtail2012
 
 # 2. images
 for entry in "${ARCHIVES[@]}"; do
