@@ -224,3 +224,70 @@ def test_built_by_mmengine_dataloader_builder():
     assert len(loader) == 3
     batches = [b.tolist() for b in loader]
     assert sum(batches, []) == loader.sampler.global_draw(0)
+
+
+def test_start_index_resumes_the_epoch_it_was_set_for():
+    ds = ListDataset([[i % 3] for i in range(11)])
+    s = ClassAwareRepeatSampler(ds, power=1, seed=2)
+    s.set_epoch(3)
+    full = list(s)
+    s.set_start_index(5, epoch=3)
+    assert s.epoch == 3 and s.start_index == 5
+    s.set_epoch(3)  # DistSamplerSeedHook of the same epoch keeps it
+    assert len(s) == 6
+    assert list(s) == full[5:]
+    # one pass only: iterating the epoch again gives all of it
+    assert list(s) == full and len(s) == 11
+    # another epoch clears it
+    s.set_start_index(4, epoch=3)
+    s.set_epoch(4)
+    assert s.start_index == 0 and len(list(s)) == 11
+    s.set_epoch(3)
+    assert list(s) == full
+
+
+def test_start_index_per_rank(monkeypatch):
+    ds = ListDataset([[i % 4] for i in range(20)])
+    with_world(monkeypatch, 1, 3)
+    s = ClassAwareRepeatSampler(ds, seed=0)
+    full = list(s)
+    s.set_start_index(3)
+    assert list(s) == full[3:] == s.global_draw()[1::3][3:]
+
+
+def test_state_dict_round_trip_and_errors():
+    ds = ListDataset([[0], [1], [0, 1]] * 3)
+    s = ClassAwareRepeatSampler(ds, seed=9)
+    assert s.state_dict() == dict(epoch=0, start_index=0, seed=9)
+    t = ClassAwareRepeatSampler(ds, seed=9)
+    t.set_epoch(2)
+    expected = list(t)[4:]
+    s.load_state_dict(dict(epoch=2, start_index=4, seed=9))
+    assert s.state_dict() == dict(epoch=2, start_index=4, seed=9)
+    assert list(s) == expected
+    with pytest.raises(ValueError, match='seed'):
+        s.load_state_dict(dict(epoch=2, start_index=4, seed=8))
+    for bad in (-1, 10, 1.5, True):
+        with pytest.raises(ValueError, match='start_index'):
+            s.set_start_index(bad)
+    s.set_start_index(9)
+    assert len(s) == 0 and list(s) == []
+
+
+def test_resumed_dataloader_yields_the_rest_of_the_epoch():
+    name = 'test_class_aware_repeat_sampler'
+    if not DefaultScope.check_instance_created(name):
+        DefaultScope.get_instance(name, scope_name='mmpretrain')
+    ds = ListDataset([[0], [1], [0, 1], [2]] * 3)
+    cfg = dict(
+        dataset=ds, batch_size=4, num_workers=0,
+        sampler=dict(type='ClassAwareRepeatSampler', power=1.0),
+        collate_fn=dict(type='default_collate'))
+    loader = Runner.build_dataloader(cfg, seed=5)
+    loader.sampler.set_epoch(1)
+    full = [b.tolist() for b in loader]
+    resumed = Runner.build_dataloader(cfg, seed=5)
+    resumed.sampler.set_start_index(4, epoch=1)
+    resumed.sampler.set_epoch(1)
+    assert len(resumed) == 2
+    assert [b.tolist() for b in resumed] == full[1:]

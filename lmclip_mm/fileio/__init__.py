@@ -1,0 +1,10 @@
+# Copyright (c) lmclip_mm authors.
+"""Storage backends; importing this package registers them in mmengine's
+fileio (``mmengine.fileio.register_backend``)."""
+from .atomic_local_backend import (AtomicLocalBackend, atomic_write_bytes,
+                                   atomic_write_text, remove_stale_temp_files)
+
+__all__ = [
+    'AtomicLocalBackend', 'atomic_write_bytes', 'atomic_write_text',
+    'remove_stale_temp_files'
+]
