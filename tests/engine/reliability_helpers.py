@@ -48,8 +48,10 @@ class RandomAugDataset:
 class ToyNet(BaseModel):
     """Linear model with dropout (torch RNG in the forward pass)."""
 
-    def __init__(self, dim=6, nan_at_iter=None, inf_grad_at_iter=None):
+    def __init__(self, dim=6, nan_at_iter=None, inf_grad_at_iter=None,
+                 nan_rank=None):
         super().__init__()
+        self.nan_rank = nan_rank
         self.fc = torch.nn.Linear(dim, 2)
         self.drop = torch.nn.Dropout(0.3)
         self.nan_at_iter = nan_at_iter
@@ -66,7 +68,9 @@ class ToyNet(BaseModel):
             it = MessageHub.get_current_instance().get_info('iter', 0) + 1
             loss_ce = torch.nn.functional.cross_entropy(logits, labels)
             loss_aux = 0.01 * logits.pow(2).mean()
-            if self.nan_at_iter is not None and it in self.nan_at_iter:
+            from mmengine.dist import get_rank
+            if self.nan_at_iter is not None and it in self.nan_at_iter and \
+                    self.nan_rank in (None, get_rank()):
                 loss_aux = loss_aux * float('nan')
             if self.inf_grad_at_iter is not None and \
                     it in self.inf_grad_at_iter:
@@ -95,15 +99,22 @@ class ToyAccuracy(BaseMetric):
 @HOOKS.register_module(force=True)
 class InterruptAtIterHook(Hook):
     """Stops the process after iteration ``at`` (1-based; with
-    ``epoch=True`` after epoch ``at``) was checkpointed: ``mode='raise'``
-    raises KeyboardInterrupt, ``'kill'`` SIGKILLs itself."""
+    ``epoch=True`` after epoch ``at``) was checkpointed, or with
+    ``before=True`` in the middle of iteration ``at`` (its batch loaded, not
+    trained): ``mode='raise'`` raises KeyboardInterrupt, ``'kill'``
+    SIGKILLs the process."""
 
     priority = 'LOWEST'  # after CheckpointHook
 
-    def __init__(self, at, mode='raise', epoch=False):
+    def __init__(self, at, mode='raise', epoch=False, before=False):
         self.at = at
         self.mode = mode
         self.epoch = epoch
+        self.before = before
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if self.before and runner.iter + 1 == self.at:
+            self._stop()
 
     def _stop(self):
         if self.mode == 'kill':
@@ -112,7 +123,7 @@ class InterruptAtIterHook(Hook):
 
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None):
-        if not self.epoch and runner.iter + 1 == self.at:
+        if not self.epoch and not self.before and runner.iter + 1 == self.at:
             self._stop()
 
     def after_train_epoch(self, runner):

@@ -215,9 +215,12 @@ class SafeOptimWrapperMixin:
                     f'{self._terms(first)}')
         last = window[-1]
         if grad_ok is not None and not bool(grad_ok):
+            hint = '' if get_world_size() == 1 else (
+                ' (gradients are averaged over the processes: the cause '
+                'may be in another one)')
             return (f'non-finite gradients at {last["where"]} (total grad '
-                    f'norm {_format_value(grad_norm)}{self._bad_params()}); '
-                    f'loss terms: {self._terms(last)}')
+                    f'norm {_format_value(grad_norm)}{self._bad_params()})'
+                    f'{hint}; loss terms: {self._terms(last)}')
         return (f'another process had a non-finite loss or gradient at '
                 f'{last["where"]}; loss terms here: {self._terms(last)}')
 

@@ -202,3 +202,26 @@ def test_best_checkpoint_replaced_only_after_the_new_one_is_complete(
     assert events.index(('remove', 'best_toy_score_epoch_1.pth')) > new_best
     new_ckpt = events.index(('write', 'epoch_2.pth'))
     assert events.index(('remove', 'epoch_1.pth')) > new_ckpt
+
+
+def test_mmengine_hook_with_the_backend_misses_last_checkpoint(
+        tmp_path, monkeypatch):
+    """Why the hook exists: mmengine's CheckpointHook with
+    ``backend_args=dict(backend='atomic_local')`` routes the .pth files
+    (periodic and best) through the backend, but writes last_checkpoint with
+    a plain open()."""
+    written = []
+    original = atomic_local_backend.atomic_write_bytes
+
+    def recording(path, data, write=atomic_local_backend._write_all):
+        written.append(os.path.basename(path))
+        return original(path, data, write=write)
+
+    monkeypatch.setattr(atomic_local_backend, 'atomic_write_bytes',
+                        recording)
+    hook = dict(type='CheckpointHook', interval=1, save_best='toy/score',
+                rule='greater', backend_args=dict(backend='atomic_local'))
+    make_runner(tmp_path, hook, max_epochs=1, val=True).train()
+    assert {'epoch_1.pth', 'best_toy_score_epoch_1.pth'} <= set(written)
+    assert (tmp_path / 'last_checkpoint').exists()
+    assert 'last_checkpoint' not in written

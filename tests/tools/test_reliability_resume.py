@@ -1,0 +1,155 @@
+"""Exact resume through tools/train.py: a run SIGKILLed in the middle of an
+epoch and resumed with --resume ends bit-identical (every weight, every
+optimizer tensor, the validation metrics) to an uninterrupted run.
+
+Parametrised by config: add a :class:`Case` to ``CASES`` (e.g. the LM-CLIP
+toy config) with the cfg-options it needs and the python text appended to
+the derived config (sampler, random augmentation, ...)."""
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, List
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+HELPERS = REPO / 'tests' / 'engine'  # reliability_helpers.py
+
+
+@dataclass
+class Case:
+    id: str
+    config: Path
+    #: fixture name -> list of --cfg-options (or a plain list)
+    options: Callable = lambda request: []
+    #: python text appended to the derived config
+    extra: str = ''
+    iters_per_epoch: int = 4
+    max_epochs: int = 3
+    #: the killed run dies in the middle of this (1-based) iteration
+    kill_at: int = 7
+    metric_keys: List[str] = field(default_factory=lambda: [])
+
+
+TINY_EXTRA = '''
+train_dataloader = dict(
+    batch_size=2,
+    sampler=dict(_delete_=True, type='ClassAwareRepeatSampler', power=1.0),
+    dataset=dict(pipeline=[
+        dict(type='LoadImageFromFile'),
+        dict(type='Resize', scale=32),
+        dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+        dict(type='PackInputs'),
+    ]))
+'''
+
+CASES = [
+    Case(
+        id='tiny_cls',
+        config=REPO / 'tests' / 'data' / 'tiny_cls.py',
+        options=lambda request: request.getfixturevalue('tiny_options'),
+        extra=TINY_EXTRA,
+        iters_per_epoch=4,  # 8 images, batch 2
+        kill_at=7,  # epoch 2, batch 3
+        metric_keys=['accuracy/top1']),
+]
+
+
+def derived_config(tmp_path, case, kill_at=None):
+    hooks = ["dict(type='ExactResumeHook')"]
+    if kill_at is not None:
+        hooks.append(f"dict(type='InterruptAtIterHook', at={kill_at}, "
+                     "mode='kill', before=True)")
+    text = f'''_base_ = {str(case.config)!r}
+custom_imports = dict(
+    imports=['lmclip_mm', 'reliability_helpers'], allow_failed_imports=False)
+{case.extra}
+default_hooks = dict(checkpoint=dict(
+    _delete_=True, type='AtomicCheckpointHook', by_epoch=False, interval=1))
+custom_hooks = [{', '.join(hooks)}]
+randomness = dict(seed=3, deterministic=True)
+train_cfg = dict(max_epochs={case.max_epochs})
+'''
+    path = tmp_path / f'{case.id}_{"killed" if kill_at else "plain"}.py'
+    path.write_text(text)
+    return path
+
+
+def train(tool, config, work_dir, options, *extra, check=True):
+    env = dict(PYTHONPATH=os.pathsep.join(
+        [str(HELPERS)] + [p for p in [os.environ.get('PYTHONPATH')] if p]))
+    return tool(['train.py', config, '--work-dir', work_dir, *extra,
+                 '--cfg-options', *options], env=env, check=check)
+
+
+def load(path):
+    import lmclip_mm  # noqa: F401
+    from mmengine.runner.checkpoint import _load_checkpoint
+    return _load_checkpoint(str(path), map_location='cpu')
+
+
+def tensors(obj, prefix=''):
+    """Every tensor (and number) in a nested state dict, by path."""
+    out = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(tensors(v, f'{prefix}/{k}'))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            out.update(tensors(v, f'{prefix}/{i}'))
+    elif torch.is_tensor(obj) or isinstance(obj, (int, float)):
+        out[prefix] = obj
+    return out
+
+
+def val_metrics(work_dir, keys):
+    records = []
+    for log in sorted(Path(work_dir).glob('*/vis_data/scalars.json')):
+        records += [json.loads(x) for x in log.read_text().splitlines()]
+    return [(r['step'], {k: r[k] for k in keys}) for r in records
+            if keys and keys[0] in r]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('case', CASES, ids=[c.id for c in CASES])
+def test_sigkill_mid_epoch_then_resume_is_bit_exact(case, tool, tmp_path,
+                                                    request):
+    options = case.options(request)
+    total = case.iters_per_epoch * case.max_epochs
+    assert case.kill_at % case.iters_per_epoch not in (0, 1), \
+        'kill in the middle of an epoch'
+
+    ref_dir = tmp_path / 'reference'
+    train(tool, derived_config(tmp_path, case), ref_dir, options)
+
+    work = tmp_path / 'interrupted'
+    killed = train(tool, derived_config(tmp_path, case, case.kill_at), work,
+                   options, check=False)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    last = (work / 'last_checkpoint').read_text().strip()
+    assert last.endswith(f'iter_{case.kill_at - 1}.pth')
+    assert not (work / f'iter_{total}.pth').exists()
+
+    proc = train(tool, derived_config(tmp_path, case), work, options,
+                 '--resume')
+    log = proc.stdout + proc.stderr
+    assert f'resumed epoch: {(case.kill_at - 1) // case.iters_per_epoch}, ' \
+        f'iter: {case.kill_at - 1}' in log
+    assert 'ExactResumeHook: resuming at batch' in log
+
+    ref, res = load(ref_dir / f'iter_{total}.pth'), load(
+        work / f'iter_{total}.pth')
+    assert res['meta']['iter'] == total
+    for part in ('state_dict', 'optimizer', 'param_schedulers'):
+        a, b = tensors(ref[part]), tensors(res[part])
+        assert a.keys() == b.keys(), part
+        for k in a:
+            if torch.is_tensor(a[k]):
+                assert torch.equal(a[k], b[k]), f'{part}{k}'
+            else:
+                assert a[k] == b[k], f'{part}{k}'
+    ref_metrics = val_metrics(ref_dir, case.metric_keys)
+    res_metrics = val_metrics(work, case.metric_keys)
+    assert ref_metrics and res_metrics[-1] == ref_metrics[-1]
