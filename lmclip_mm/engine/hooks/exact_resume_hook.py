@@ -110,12 +110,17 @@ class ExactResumeHook(Hook):
       so that data order, data augmentation (numpy/python/torch RNG in the
       main process) and any randomness of the model continue as if the run
       had not stopped;
+    * gives the train sampler back the seed it had when the checkpoint was
+      saved (with ``randomness=dict(seed=None)`` a resumed process builds
+      its sampler with a new random seed before mmengine restores the
+      checkpoint's seed);
     * runs validation with the RNG states saved before it and restores them
       afterwards (``isolate_val_rng``), so that training randomness does not
       depend on whether validation ran, which is what makes resuming from a
       checkpoint saved right before validation exact too.
 
-    Guarantee: with ``randomness=dict(seed=S, deterministic=True)``,
+    Guarantee: with ``randomness=dict(seed=S, deterministic=True)`` (or
+    ``seed=None``),
     ``num_workers=0``, the same number of CPU threads and one process, a run
     interrupted at any point (SIGKILL included) and resumed from its last
     checkpoint ends with bit-identical weights, optimizer state and metrics
@@ -228,6 +233,7 @@ class ExactResumeHook(Hook):
                 'from its start).')
             return
         progress = loaded.get('progress')
+        self._restore_sampler_seed(runner, loop, progress)
         if progress is not None and progress['batches_done'] > 0:
             if not self._set_sampler_position(runner, loop, progress):
                 return
@@ -287,13 +293,22 @@ class ExactResumeHook(Hook):
         start = min(progress['batches_done'] * batch_size,
                     sampler.num_samples)
         sampler.set_start_index(start, progress['epoch'])
-        seed = progress.get('sampler_seed')
-        if seed is not None and getattr(sampler, 'seed', seed) != seed:
-            runner.logger.warning(
-                f'ExactResumeHook: the train sampler had seed {seed} when '
-                f'the checkpoint was saved, now {sampler.seed}: the rest of '
-                'the epoch is drawn from a different order.')
         return True
+
+    @staticmethod
+    def _restore_sampler_seed(runner, loop, progress) -> None:
+        # With randomness=dict(seed=None) a resumed run draws a new seed and
+        # builds its sampler with it before mmengine restores the
+        # checkpoint's seed: the sample order would change from here on.
+        seed = None if progress is None else progress.get('sampler_seed')
+        sampler = find_train_sampler(loop.dataloader)
+        current = getattr(sampler, 'seed', None)
+        if seed is None or current is None or current == seed:
+            return
+        sampler.seed = seed
+        runner.logger.info(
+            f'ExactResumeHook: train sampler seed {current} -> {seed} (the '
+            'seed it had when the checkpoint was saved).')
 
     def _warn_unsupported_sampler(self, runner, loop) -> None:
         mid_epoch = any(

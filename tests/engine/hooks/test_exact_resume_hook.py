@@ -23,7 +23,7 @@ _counter = [0]
 
 def make_runner(work_dir, *, hooks=(), resume_from=None, sampler=None,
                 by_epoch=False, max_epochs=3, exact=True, strict=True,
-                val=True):
+                val=True, seed=7):
     _counter[0] += 1
     custom_hooks = list(hooks)
     if exact:
@@ -60,7 +60,7 @@ def make_runner(work_dir, *, hooks=(), resume_from=None, sampler=None,
                             by_epoch=by_epoch),
             logger=dict(type='LoggerHook', interval=1)),
         custom_hooks=custom_hooks,
-        randomness=dict(seed=7, deterministic=True),
+        randomness=dict(seed=seed, deterministic=True),
         default_scope='mmpretrain',
         resume=resume_from is not None,
         load_from=resume_from,
@@ -229,3 +229,16 @@ def test_each_mechanism_is_needed(tmp_path, reference, monkeypatch):
         resumed = train_interrupted(tmp_path / 'b', 5, 'iter_5.pth')
         with pytest.raises(AssertionError):
             assert_same_state(final_state(resumed), reference[0])
+
+
+def test_random_seed_run_resumes_with_its_sampler_seed(tmp_path):
+    """randomness=dict(seed=None): the resumed process draws another seed
+    and builds its sampler with it; the hook restores the saved one."""
+    from mmengine.runner.checkpoint import _load_checkpoint
+    resumed = train_interrupted(tmp_path / 'run', 6, 'iter_6.pth', seed=None)
+    seed = _load_checkpoint(str(tmp_path / 'run' / 'iter_6.pth'),
+                            map_location='cpu')['meta']['seed']
+    assert resumed.train_dataloader.sampler.seed == seed
+    ref = make_runner(tmp_path / 'ref', seed=seed)
+    ref.train()
+    assert_same_state(final_state(resumed), final_state(ref))
