@@ -119,9 +119,9 @@ class ExactResumeHook(Hook):
       depend on whether validation ran, which is what makes resuming from a
       checkpoint saved right before validation exact too.
 
-    Guarantee: with ``randomness=dict(seed=S, deterministic=True)`` (or
-    ``seed=None``),
-    ``num_workers=0``, the same number of CPU threads and one process, a run
+    Guarantee: with ``randomness=dict(seed=S, deterministic=True)`` (``S``
+    may be None), ``num_workers=0``, the same number of CPU threads and one
+    process, a run
     interrupted at any point (SIGKILL included) and resumed from its last
     checkpoint ends with bit-identical weights, optimizer state and metrics
     as the uninterrupted run, on CPU (on GPU given deterministic kernels).
