@@ -97,7 +97,10 @@ def merge_args(cfg, args):
                                 osp.splitext(osp.basename(args.config))[0])
 
     if args.amp is True:
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        # Keep the divergence guard of SafeOptimWrapper under AMP.
+        safe = cfg.optim_wrapper.get('type') == 'SafeOptimWrapper'
+        cfg.optim_wrapper.type = ('SafeAmpOptimWrapper'
+                                  if safe else 'AmpOptimWrapper')
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
 
     if args.resume == 'auto':

@@ -8,9 +8,11 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50),
     param_scheduler=dict(type='ParamSchedulerHook'),
     # Keep the last checkpoint, the best by overall mAP and, separately,
-    # the best by tail mAP.
+    # the best by tail mAP. AtomicCheckpointHook = mmengine's CheckpointHook
+    # whose files (checkpoints, best, last_checkpoint) are written to a
+    # temporary file and renamed: a kill never leaves a half-written one.
     checkpoint=dict(
-        type='CheckpointHook',
+        type='AtomicCheckpointHook',
         interval=1,
         max_keep_ckpts=1,
         save_best=['multi-label/mAP', 'multi-label/mAP_tail'],
@@ -34,7 +36,10 @@ load_from = None
 resume = False
 randomness = dict(seed=None, deterministic=False)
 
-# Passes the dataset's metainfo (class names, train class counts) to the
-# model before training/evaluation: LMCLIPClassifier builds its class prompts
-# and loss class weights from it.
-custom_hooks = [dict(type='DatasetMetaHook')]
+# DatasetMetaHook passes the dataset's metainfo (class names, train class
+# counts) to the model before training/evaluation: LMCLIPClassifier builds
+# its class prompts and loss class weights from it. ExactResumeHook saves the
+# RNG states and the sampler position in every checkpoint, so that --resume
+# continues exactly where a run stopped (bit-exact on CPU with a seed,
+# deterministic=True and num_workers=0; see README).
+custom_hooks = [dict(type='DatasetMetaHook'), dict(type='ExactResumeHook')]

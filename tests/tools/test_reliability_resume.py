@@ -47,10 +47,13 @@ CASES = [
         config=REPO / 'tests' / 'data' / 'tiny_cls.py',
         options=lambda request: request.getfixturevalue('tiny_options'),
         extra=TINY_EXTRA),  # 8 images, batch 2: 4 iterations per epoch
-    # e.g. the LM-CLIP toy config (its toy set is generated on first use):
-    # Case(id='lmclip_toy', config=REPO / 'configs/lmclip_toy_mlt_tiny.py',
-    #      options=lambda request: ['train_cfg.val_interval=1'],
-    #      max_epochs=2),
+    # the LM-CLIP quickstart (its toy set is generated on first use)
+    Case(id='lmclip_toy', config=REPO / 'configs/lmclip_toy_mlt_tiny.py',
+         options=lambda request: ['train_cfg.val_interval=1'] + [
+             f'{k}.dataset.data_root={request.getfixturevalue("tmp_path")}'
+             '/toy' for k in ('train_dataloader', 'val_dataloader',
+                              'test_dataloader')],
+         max_epochs=2),
 ]
 
 

@@ -1,7 +1,11 @@
 # The paper's schedule: AdamW (betas 0.9/0.98, eps 1e-9, weight decay 0.01),
 # batch 8 on one GPU, 50 epochs, cosine annealing per epoch down to 0,
 # evaluation every epoch. The lr differs per config.
+# SafeOptimWrapper: a non-finite loss or gradient stops training with the
+# iteration and every loss term named, before the optimizer steps
+# (on_nonfinite='skip' skips such steps instead).
 optim_wrapper = dict(
+    type='SafeOptimWrapper',
     optimizer=dict(
         type='AdamW',
         lr=1e-6,
