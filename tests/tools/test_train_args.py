@@ -1,0 +1,41 @@
+"""tools/train.py's CLI-to-config merging (in-process)."""
+import importlib.util
+from pathlib import Path
+
+from mmengine.config import Config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _train_module():
+    spec = importlib.util.spec_from_file_location(
+        'lmclip_train_tool', REPO / 'tools' / 'train.py')
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_amp_keeps_the_divergence_guard():
+    train = _train_module()
+    cfg = Config.fromfile(str(REPO / 'configs' / 'lmclip_toy_mlt_tiny.py'))
+    assert cfg.optim_wrapper.type == 'SafeOptimWrapper'
+    args = train.parse_args(['x.py', '--amp'])
+    cfg = train.merge_args(cfg, args)
+    assert cfg.optim_wrapper.type == 'SafeAmpOptimWrapper'
+    assert cfg.optim_wrapper.loss_scale == 'dynamic'
+    plain = Config(dict(optim_wrapper=dict(optimizer=dict(type='SGD'))))
+    plain = train.merge_args(plain, args)
+    assert plain.optim_wrapper.type == 'AmpOptimWrapper'
+
+
+def test_resume_and_work_dir_semantics():
+    train = _train_module()
+    cfg = train.merge_args(Config(dict(optim_wrapper=dict())),
+                           train.parse_args(['configs/a_b.py', '--resume']))
+    assert cfg.resume is True and cfg.load_from is None
+    assert cfg.work_dir.endswith('work_dirs/a_b')
+    cfg = train.merge_args(
+        Config(dict(optim_wrapper=dict())),
+        train.parse_args(['a.py', '--resume', 'x.pth', '--work-dir', 'w']))
+    assert cfg.resume is True and cfg.load_from == 'x.pth'
+    assert cfg.work_dir == 'w'
