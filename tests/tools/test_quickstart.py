@@ -149,8 +149,8 @@ def test_plot_class_ap_explains_missing_classwise(tool, toy_root, tmp_path):
 @pytest.mark.slow
 def test_full_quickstart_learns(tool, tmp_path):
     """The README's quickstart, unchanged (30 epochs, ~2 min on 2 cores)."""
-    proc = tool(['train.py', REPO_CFG, '--work-dir', tmp_path / 'wd',
-                 '--cfg-options', *_options(tmp_path / 'toy')])
+    tool(['train.py', REPO_CFG, '--work-dir', tmp_path / 'wd',
+          '--cfg-options', *_options(tmp_path / 'toy')])
     last = _val_records(tmp_path / 'wd')[-1]
     assert last['step'] == 30
     assert last['multi-label/mAP'] > 6 * CHANCE_MAP, last

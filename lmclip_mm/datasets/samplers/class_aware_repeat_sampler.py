@@ -1,6 +1,6 @@
 """LM-CLIP's class-occurrence sampler."""
 import math
-from typing import Dict, Iterator, List, Optional, Sized
+from typing import Iterator, List, Optional, Sized
 
 import torch
 from mmengine.dist import get_dist_info, sync_random_seed
@@ -8,10 +8,11 @@ from mmpretrain.registry import DATA_SAMPLERS
 from torch.utils.data import Sampler
 
 from ..class_weights import sample_weights
+from .resumable import ResumableSamplerMixin
 
 
 @DATA_SAMPLERS.register_module()
-class ClassAwareRepeatSampler(Sampler):
+class ClassAwareRepeatSampler(ResumableSamplerMixin, Sampler):
     """Draw images with replacement in proportion to their class rarity.
 
     With ``N`` images in the dataset, ``n_c`` of them containing class ``c``
@@ -93,9 +94,7 @@ class ClassAwareRepeatSampler(Sampler):
         self.seed = seed
         self.epoch = 0
         # mid-epoch resume: (epoch, start) for one pass, see set_start_index
-        self._start_epoch: Optional[int] = None
-        self._start_index = 0
-        self._start_used = False
+        self._init_resume()
 
         self.total_samples = len(dataset) if num_samples is None \
             else num_samples
@@ -149,73 +148,10 @@ class ClassAwareRepeatSampler(Sampler):
         indices = draw[self.rank:self.total_size:self.world_size]
         return iter(indices[start:])
 
-    def __len__(self) -> int:
-        """The number of indices of this rank per epoch (left to yield in
-        an epoch resumed with :meth:`set_start_index`)."""
-        return self.num_samples - self.start_index
-
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch: the draw depends on ``seed + epoch``.
 
         A start index set for another epoch is cleared.
         """
-        if self._start_epoch is not None and epoch != self._start_epoch:
-            self._clear_start()
+        self._resume_set_epoch(epoch)
         self.epoch = epoch
-
-    # -- mid-epoch resume ------------------------------------------------
-    @property
-    def start_index(self) -> int:
-        """The start of the current epoch's pass (0 unless resumed)."""
-        if self._start_epoch is not None and self._start_epoch == self.epoch:
-            return self._start_index
-        return 0
-
-    def set_start_index(self, start_index: int,
-                        epoch: Optional[int] = None) -> None:
-        """Skip the first ``start_index`` indices of this rank's share of
-        ``epoch`` (default: the current epoch) in the next pass over it.
-
-        ``epoch`` also becomes the current epoch. ``start_index`` may equal
-        ``len()`` of a full epoch (nothing left to yield).
-        """
-        if epoch is None:
-            epoch = self.epoch
-        if isinstance(start_index, bool) or not isinstance(
-                start_index, int) or not 0 <= start_index <= self.num_samples:
-            raise ValueError(
-                f'{type(self).__name__}: start_index must be an int in '
-                f'[0, {self.num_samples}], got {start_index!r}')
-        self.epoch = epoch
-        self._start_epoch = epoch
-        self._start_index = start_index
-        self._start_used = False
-
-    def state_dict(self) -> Dict[str, int]:
-        """``epoch``, ``start_index`` (as set, not the progress of a pass:
-        a dataloader's workers read ahead of training) and ``seed``."""
-        return dict(
-            epoch=self.epoch, start_index=self.start_index, seed=self.seed)
-
-    def load_state_dict(self, state: Dict[str, int]) -> None:
-        """Set the epoch and its start index from :meth:`state_dict`."""
-        if state.get('seed', self.seed) != self.seed:
-            raise ValueError(
-                f'{type(self).__name__}: the state was saved with seed '
-                f'{state["seed"]}, this sampler has seed {self.seed}')
-        self.set_start_index(int(state.get('start_index', 0)),
-                             int(state['epoch']))
-
-    def _clear_start(self) -> None:
-        self._start_epoch = None
-        self._start_index = 0
-        self._start_used = False
-
-    def _take_start(self) -> int:
-        if self._start_epoch is None or self._start_epoch != self.epoch:
-            return 0
-        if self._start_used:  # a second pass over the resumed epoch
-            self._clear_start()
-            return 0
-        self._start_used = True
-        return self._start_index
