@@ -79,17 +79,16 @@ def run_test(root, count, args, work_dir):
         f'test_dataloader.num_workers={args.num_workers}',
         'test_evaluator.apply_softmax=True'
     ]
+    log = osp.join(work_dir, f'test_{count}.log')
     start = time.time()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    # wait4 gives this child's own peak RSS (ru_maxrss, KiB on Linux).
-    # (the output is small: test.py logs little, --out holds the metrics)
-    _, status, usage = os.wait4(proc.pid, 0)
-    stderr = proc.stderr.read()
-    proc.stdout.read()
+    with open(log, 'w') as log_file:  # a file, not a pipe: no deadlock
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=log_file)
+        # wait4 gives this child's own peak RSS (ru_maxrss, KiB on Linux).
+        _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.time() - start
     if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f'tools/test.py failed:\n{stderr[-3000:]}')
+        with open(log, encoding='utf-8') as f:
+            raise RuntimeError(f'tools/test.py failed:\n{f.read()[-3000:]}')
     with open(out, encoding='utf-8') as f:
         metrics = json.load(f)
     return elapsed, usage.ru_maxrss, metrics
