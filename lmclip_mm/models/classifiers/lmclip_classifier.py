@@ -9,8 +9,10 @@ from mmpretrain.models.classifiers import BaseClassifier
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample, label_to_onehot
 
-from ..utils.open_clip_helpers import (create_clip_model, encode_text,
-                                       eot_truncate)
+from ..utils.open_clip_helpers import (create_clip_model, encode_image,
+                                       encode_text, encode_texts_packed,
+                                       eot_truncate, sdpa_attention,
+                                       supports_packing)
 
 __all__ = ['LMCLIPClassifier']
 
@@ -137,6 +139,7 @@ class LMCLIPClassifier(BaseClassifier):
         self._explicit_classes = classes is not None
         self.classes: Optional[tuple] = None
         self.register_buffer('class_tokens', None, persistent=False)
+        self._class_tokens_cpu = None
         self._classes_generation = 0
         self._text_cache = None
         if classes is not None:
@@ -152,10 +155,23 @@ class LMCLIPClassifier(BaseClassifier):
     def _device(self) -> torch.device:
         return self.clip.logit_scale.device
 
-    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
-        """Tokenise and EOT-truncate texts (CPU), then move to the device."""
-        tokens = self.tokenizer(list(texts))
-        return eot_truncate(self.clip, tokens).to(self._device())
+    def tokenize(self, texts: Sequence[str],
+                 device: Optional[torch.device] = None) -> torch.Tensor:
+        """Tokenise and EOT-truncate texts (CPU), then move them to
+        ``device`` (default: the model's)."""
+        tokens = eot_truncate(self.clip, self.tokenizer(list(texts)))
+        return tokens.to(self._device() if device is None else device)
+
+    def encode_texts(self, *token_sets: torch.Tensor) -> List[torch.Tensor]:
+        """Text features (not normalised) of token tensors, one call.
+
+        Packed (:func:`encode_texts_packed`) where the text tower allows it,
+        else one :func:`~lmclip_mm.models.utils.encode_text` per tensor.
+        """
+        if supports_packing(self.clip):
+            return encode_texts_packed(self.clip, token_sets)
+        return [encode_text(self.clip, t.to(self._device()))
+                for t in token_sets]
 
     def set_classes(self, classes: Sequence[str]) -> None:
         """Set the class names; their prompts are tokenised once here."""
@@ -167,8 +183,9 @@ class LMCLIPClassifier(BaseClassifier):
         if classes == self.classes and self.class_tokens is not None:
             return
         self.classes = classes
-        self.class_tokens = self.tokenize(
-            [self.prompt_template.format(c) for c in classes])
+        self._class_tokens_cpu = self.tokenize(
+            [self.prompt_template.format(c) for c in classes], 'cpu')
+        self.class_tokens = self._class_tokens_cpu.to(self._device())
         self._classes_generation += 1
         self._text_cache = None
 
@@ -259,20 +276,31 @@ class LMCLIPClassifier(BaseClassifier):
         computed once and reused until the mode, the classes or a text
         parameter changes.
         """
-        if self.class_tokens is None:
-            raise RuntimeError(
-                'LMCLIPClassifier has no classes: pass classes=[...] or add '
-                "dict(type='DatasetMetaHook') to custom_hooks so they are "
-                'taken from the dataset')
+        self._check_classes()
         use_cache = not self.training and not torch.is_grad_enabled()
         if use_cache:
             key = self._text_state_key()
             if self._text_cache is not None and self._text_cache[0] == key:
                 return self._text_cache[1]
-        embeddings = encode_text(self.clip, self.class_tokens, normalize=True)
+        with sdpa_attention(self._device()):
+            embeddings = F.normalize(
+                self.encode_texts(self._class_token_set())[0], dim=-1)
         if use_cache:
             self._text_cache = (key, embeddings)
         return embeddings
+
+    def _check_classes(self) -> None:
+        if self.class_tokens is None:
+            raise RuntimeError(
+                'LMCLIPClassifier has no classes: pass classes=[...] or add '
+                "dict(type='DatasetMetaHook') to custom_hooks so they are "
+                'taken from the dataset')
+
+    def _class_token_set(self) -> torch.Tensor:
+        # set_classes keeps a CPU copy of the class tokens: the packed text
+        # pass lays its sequences out on the CPU (no device-to-host copy).
+        cpu = self._class_tokens_cpu
+        return cpu if cpu is not None else self.class_tokens
 
     # ------------------------------------------------------------------
     # forward
@@ -300,11 +328,14 @@ class LMCLIPClassifier(BaseClassifier):
                     'them in the pipeline (the paper: Resize to 224x224, no '
                     "crop) or set clip=dict(force_image_size=...)")
         dtype = next(self.clip.visual.parameters()).dtype
-        return self.clip.encode_image(inputs.to(dtype))
+        with sdpa_attention(inputs.device):
+            return encode_image(self.clip, inputs.to(dtype))
 
-    def _logits(self, image_features: torch.Tensor) -> torch.Tensor:
+    def _logits(self, image_features: torch.Tensor,
+                classes: Optional[torch.Tensor] = None) -> torch.Tensor:
         image = F.normalize(image_features, dim=-1)
-        classes = self.class_embeddings()
+        if classes is None:
+            classes = self.class_embeddings()
         return self.logit_scale() * image @ classes.to(image.dtype).T
 
     def forward(self,
@@ -342,23 +373,31 @@ class LMCLIPClassifier(BaseClassifier):
     def loss(self, inputs: torch.Tensor,
              data_samples: List[DataSample]) -> Dict[str, torch.Tensor]:
         image_features = self.extract_feat(inputs)
-        logits = self._logits(image_features)
-        target = self._targets(data_samples, logits.size(1))
-        if target.size(0) != logits.size(0):
-            raise ValueError(f'{target.size(0)} data samples for '
-                             f'{logits.size(0)} images')
-        losses = dict(loss_bal=self.loss_module(logits, target))
+        self._check_classes()
+        captions = classes = caption_features = None
         if self.contrastive_loss is not None:
-            captions = [ds.get('caption') for ds in data_samples]
+            captions = [ds.get('caption') for ds in data_samples or []]
             if any(not isinstance(c, str) for c in captions):
                 raise ValueError(
                     'the contrastive loss needs a caption (str) per sample: '
                     "pack it with dict(type='PackInputs', "
                     "algorithm_keys=['caption']) or set "
                     'contrastive_loss=None')
-            text_features = encode_text(self.clip, self.tokenize(captions))
+            if captions:
+                # the class prompts and the captions in one text pass
+                class_features, caption_features = self.encode_texts(
+                    self._class_token_set(), self.tokenize(captions, 'cpu'))
+                classes = F.normalize(class_features, dim=-1)
+        logits = self._logits(image_features, classes)
+        target = self._targets(data_samples, logits.size(1))
+        if target.size(0) != logits.size(0):
+            raise ValueError(f'{target.size(0)} data samples for '
+                             f'{logits.size(0)} images')
+        losses = dict(loss_bal=self.loss_module(logits, target))
+        if self.contrastive_loss is not None:
             losses['loss_contrastive'] = self.contrastive_loss(
-                image_features, text_features, self.logit_scale(), captions)
+                image_features, caption_features, self.logit_scale(),
+                captions)
         return losses
 
     def predict(self,

@@ -257,6 +257,26 @@ def test_eval_text_embedding_cache():
     assert len(calls) == n_calls + 3
 
 
+def test_training_step_encodes_prompts_and_captions_in_one_pass(
+        monkeypatch):
+    # Packed: one text-tower call for the class prompts and the captions;
+    # the losses equal those of one encode_text per tensor (the fallback
+    # for text towers that cannot be packed).
+    from lmclip_mm.models.classifiers import lmclip_classifier
+    model = _model()
+    calls = _count_text_calls(model)
+    data = model.data_preprocessor(_batch(), True)
+    packed = model(**data, mode='loss')
+    assert len(calls) == 1
+    monkeypatch.setattr(lmclip_classifier, 'supports_packing',
+                        lambda clip: False)
+    separate = model(**data, mode='loss')
+    assert len(calls) == 3  # prompts, then captions
+    for key in ('loss_bal', 'loss_contrastive'):
+        torch.testing.assert_close(packed[key], separate[key], rtol=1e-5,
+                                   atol=1e-6)
+
+
 def test_no_cache_with_grad_or_in_training():
     model = _model()
     calls = _count_text_calls(model)
