@@ -1,0 +1,42 @@
+"""tools/analysis/benchmark.py: figures, ratios and the parity check.
+
+Runs the script on the tiny model for a couple of steps; it asserts what
+is printed, never how fast anything is.
+"""
+import re
+
+ARGS = [
+    'analysis/benchmark.py', '--model', 'lmclip-tiny-vit', '--classes', '20',
+    '--steps', '2', '--warmup', '1', '--load-batches', '2', '--data-images',
+    '24', '--memory-steps', '1', '--jpeg-size', '200', '150'
+]
+ROWS = ('train s/step (median)', 'train images/s',
+        'eval images/s (median)', 'eval images/s (timed eval)',
+        'peak RSS (MiB)', '  of which model+training')
+NUMBER = r'(\d+(?:\.\d+)?)'
+
+
+def test_benchmark_prints_every_figure_and_ratio(tool):
+    out = tool(ARGS).stdout
+    assert re.search(r'^parity .*: PASS$', out, re.M), out
+    assert 'machine:' in out and 'load average at start' in out
+    for row in ROWS:
+        m = re.search(
+            rf'^{re.escape(row)}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}x$', out,
+            re.M)
+        assert m, f'no row {row!r} in:\n{out}'
+        ours, baseline, ratio = map(float, m.groups())
+        assert ours > 0 and baseline > 0 and ratio > 0
+    assert re.search(rf'real dataloader \(\d+ workers\): ours train '
+                     rf'{NUMBER} s/step', out), out
+    m = re.search(rf'data loading .*: {NUMBER} images/s .* = {NUMBER}x '
+                  r"ours' training consumption", out)
+    assert m and float(m.group(1)) > 0, out
+
+
+def test_benchmark_parity_fails_when_the_math_differs(tool):
+    proc = tool(ARGS + ['--perturb-baseline', '0.01', '--memory', 'none',
+                        '--no-dataloader'], check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert re.search(r'^parity .*: FAIL$', proc.stdout, re.M), proc.stdout
+    assert 'train s/step' not in proc.stdout
