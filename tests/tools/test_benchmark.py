@@ -8,12 +8,14 @@ import re
 ARGS = [
     'analysis/benchmark.py', '--model', 'lmclip-tiny-vit', '--classes', '20',
     '--steps', '2', '--warmup', '1', '--load-batches', '2', '--data-images',
-    '24', '--memory-steps', '1', '--jpeg-size', '200', '150'
+    '24', '--memory-steps', '1', '--jpeg-size', '200', '150',
+    '--peak-tflops', '1'
 ]
 ROWS = ('train s/step (median)', 'train images/s',
         'eval images/s (median)', 'eval images/s (timed eval)',
         'peak RSS (MiB)', '  of which model+training')
 NUMBER = r'(\d+(?:\.\d+)?)'
+FLOAT = r'(\d+(?:\.\d+)?(?:e[+-]\d+)?)'
 
 
 def test_benchmark_prints_every_figure_and_ratio(tool):
@@ -32,6 +34,15 @@ def test_benchmark_prints_every_figure_and_ratio(tool):
     m = re.search(rf'data loading .*: {NUMBER} images/s .* = {NUMBER}x '
                   r"ours' training consumption", out)
     assert m and float(m.group(1)) > 0, out
+    # counted FLOPs (not timings): ours skips the padding, the repeated
+    # prompt prefix and, in evaluation, the text tower altogether
+    flops = {k: float(g) for k, g, _ in re.findall(
+        rf'(\w+ \w+) {FLOAT} GFLOP = {FLOAT} TFLOP/s', out)}
+    assert set(flops) == {'ours train', 'baseline train', 'ours eval',
+                          'baseline eval'}, out
+    assert 0 < flops['ours train'] < flops['baseline train'] / 2
+    assert 0 < flops['ours eval'] < flops['baseline eval'] / 2
+    assert len(re.findall(r'\(MFU \d+(?:\.\d+)?%\)', out)) == 4, out
 
 
 def test_benchmark_parity_fails_when_the_math_differs(tool):

@@ -107,6 +107,12 @@ def parse_args(argv=None):
     p.add_argument('--memory-steps', type=int, default=2,
                    help='training steps (then 1 evaluation batch) of each '
                    'memory process')
+    p.add_argument('--no-flops', action='store_true',
+                   help='skip counting the FLOPs of a step (one extra '
+                   'uncounted-time forward/backward per path)')
+    p.add_argument('--peak-tflops', type=float, default=None,
+                   help='peak TFLOP/s of the device at the run\'s dtype: '
+                   'also print model FLOPs utilisation (MFU)')
     p.add_argument('--no-dataloader', action='store_true',
                    help='skip the real-dataloader runs')
     p.add_argument('--threads', type=int, default=None,
@@ -290,6 +296,45 @@ def ours_eval_step(model, batch, device, amp):
     with torch.no_grad(), amp_context(device, AMP_DTYPES[amp]):
         out = model.val_step(batch)
     return torch.stack([ds.pred_score for ds in out]).float().cpu()
+
+
+def count_flops(fn):
+    """FLOPs of ``fn()`` (matmuls, convolutions, attention) as counted by
+    ``torch.utils.flop_counter.FlopCounterMode``."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def step_flops(model, ref, batch, rbatch, eval_batch, eval_rbatch, device,
+               amp):
+    """FLOPs of one training step's forward + backward and of one
+    evaluation batch (ours: class embeddings already cached), per path.
+    No optimizer step is taken: the weights do not change."""
+    def ours_train():
+        with amp_context(device, AMP_DTYPES[amp]):
+            data = model.data_preprocessor(batch, True)
+            loss, _ = model.parse_losses(model(**data, mode='loss'))
+        loss.backward()
+
+    def ref_train():
+        loss, _ = ref.loss(rbatch)
+        loss.backward()
+
+    model.train()
+    ref.clip.train()
+    flops = dict(ours_train=count_flops(ours_train),
+                 baseline_train=count_flops(ref_train))
+    model.zero_grad(set_to_none=True)
+    ref.optimizer.zero_grad(set_to_none=True)
+    model.eval()
+    ref.clip.eval()
+    ours_eval_step(model, eval_batch, device, amp)  # fills the cache
+    flops['ours_eval'] = count_flops(
+        lambda: ours_eval_step(model, eval_batch, device, amp))
+    flops['baseline_eval'] = count_flops(lambda: ref.eval_step(eval_rbatch))
+    return flops
 
 
 def sync(device):
@@ -511,6 +556,10 @@ def main(argv=None):
     if not ok:
         print('FAIL: the two paths do not compute the same thing')
         return 1
+    flops = None
+    if not args.no_flops:
+        flops = step_flops(model, ref, train_batches[0], ref_train[0],
+                           eval_batches[0], ref_eval[0], device, amp)
 
     # ---- training, alternating, on the pre-made batches
     model.train()
@@ -648,6 +697,25 @@ def main(argv=None):
     print(f'eval batch times (s): ours '
           f'{" ".join(f"{t:.3f}" for t in eval_times["ours"])}; baseline '
           f'{" ".join(f"{t:.3f}" for t in eval_times["baseline"])}')
+    if flops is not None:
+        rates = dict(
+            ours_train=flops['ours_train'] / train_s['ours'],
+            baseline_train=flops['baseline_train'] / train_s['baseline'],
+            ours_eval=flops['ours_eval'] / eval_med['ours'],
+            baseline_eval=flops['baseline_eval'] / eval_med['baseline'])
+        parts = []
+        for what in ('train', 'eval'):
+            for who in ('ours', 'baseline'):
+                key = f'{who}_{what}'
+                text = (f'{who} {what} {flops[key] / 1e9:.4g} GFLOP = '
+                        f'{rates[key] / 1e12:.4g} TFLOP/s')
+                if args.peak_tflops:
+                    mfu = 100 * rates[key] / 1e12 / args.peak_tflops
+                    text += f' (MFU {mfu:.1f}%)'
+                parts.append(text)
+        print('FLOPs per training step (forward + backward) and per '
+              'evaluation batch, counted by torch.utils.flop_counter, at '
+              'the median time: ' + '; '.join(parts))
     split = 4952 if args.classes == 20 else 5000
     n_b = -(-split // ebs)
     est = {'ours': split / (once_s + n_b * eval_med['ours']),
