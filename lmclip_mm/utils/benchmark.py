@@ -15,6 +15,8 @@
 * :func:`write_standin_dataset`: LMPT-format list files and generated JPEGs
   of a realistic size, for the real data pipeline.
 * Peak-memory probes of the current process (``/proc/self/status``).
+* :func:`count_flops`: ``torch.utils.flop_counter`` that also counts
+  attention on the CPU.
 """
 import os
 import os.path as osp
@@ -29,7 +31,7 @@ __all__ = [
     'VOC_CLASSES', 'COCO_CLASSES', 'class_names', 'read_split_labels',
     'write_standin_dataset', 'reference_bal', 'reference_contrastive',
     'ReferenceLoop', 'RefBatch', 'to_ref_batch', 'proc_status_kib',
-    'reset_peak_rss'
+    'reset_peak_rss', 'count_flops'
 ]
 
 VOC_CLASSES = (
@@ -420,3 +422,55 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
+
+
+# ---------------------------------------------------------------------------
+# FLOPs
+
+
+def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None,
+                **kwargs):
+    from torch.utils.flop_counter import sdpa_flop_count
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _sdpa_backward_flops(grad_out_shape, query_shape, key_shape, value_shape,
+                         *args, out_shape=None, **kwargs):
+    from torch.utils.flop_counter import sdpa_backward_flop_count
+    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape,
+                                    value_shape)
+
+
+def count_flops(fn) -> int:
+    """FLOPs of ``fn()``: matmuls, convolutions and attention, as counted by
+    ``torch.utils.flop_counter.FlopCounterMode``, with two gaps closed.
+
+    * The CPU attention kernel (``_scaled_dot_product_flash_attention_for_
+      cpu`` and its backward) has no formula there: it gets the one of the
+      GPU kernels.
+    * ``nn.MultiheadAttention``'s inference fast path is one fused op whose
+      projections the counter cannot see: it is switched off while counting
+      (the general path computes the same attention).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+    aten = torch.ops.aten
+    mapping = {}
+    for name, formula in (
+            ('_scaled_dot_product_flash_attention_for_cpu', _sdpa_flops),
+            ('_scaled_dot_product_flash_attention_for_cpu_backward',
+             _sdpa_backward_flops)):
+        if hasattr(aten, name):
+            mapping[getattr(aten, name)] = formula
+    mha = getattr(torch.backends, 'mha', None)
+    switch = mha is not None and hasattr(mha, 'set_fastpath_enabled')
+    previous = mha.get_fastpath_enabled() if switch else None
+    if switch:
+        mha.set_fastpath_enabled(False)
+    try:
+        with FlopCounterMode(display=False, custom_mapping=mapping) as c:
+            fn()
+    finally:
+        if switch:
+            mha.set_fastpath_enabled(previous)
+    return c.get_total_flops()
+

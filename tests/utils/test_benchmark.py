@@ -90,3 +90,29 @@ def test_peak_rss_probe():
         pytest.skip('no /proc/self/status')
     assert rss > 1000 and B.proc_status_kib('VmHWM') >= rss
     assert B.proc_status_kib('NoSuchKey') is None
+
+
+@pytest.mark.parametrize('grad', [False, True])
+def test_count_flops_of_attention_by_hand(grad):
+    # nn.MultiheadAttention, (N, L, E) = (2, 5, 16), 4 heads: the in/out
+    # projections and q@k^T, attn@v, by hand. Without the fast-path switch
+    # (inference) or the CPU attention formula, parts would go uncounted.
+    torch.manual_seed(0)
+    n, length, e = 2, 5, 16
+    mha = torch.nn.MultiheadAttention(e, 4, batch_first=True).eval()
+    x = torch.randn(n, length, e, requires_grad=grad)
+    projections = 2 * n * length * e * 3 * e + 2 * n * length * e * e
+    attention = 2 * 2 * n * length * length * e  # q @ k^T and attn @ v
+
+    def run():
+        with torch.set_grad_enabled(grad):
+            out = mha(x, x, x, need_weights=False)[0]
+        if grad:
+            out.sum().backward()
+
+    # backward: 2x the projections; torch counts the attention backward as
+    # 5 such matmuls (the scores are recomputed), i.e. 2.5x
+    expected = (3 * projections + 3.5 * attention if grad else
+                projections + attention)
+    assert B.count_flops(run) == expected
+    assert torch.backends.mha.get_fastpath_enabled()  # restored

@@ -20,10 +20,12 @@ before timing: no data-loading time). Printed: training step time (median),
 training images/s, evaluation images/s (a whole timed evaluation: ours
 computes its class embeddings once at its start), peak memory (each path
 once more in a fresh process of its own: peak RSS on CPU, peak allocated
-CUDA memory on GPU), and the ratio of each figure. Then: ours trained from
-the real dataloader (the config's ``num_workers``), and the throughput of
-the data pipeline alone (decode + resize + pack) against ours' training
-consumption.
+CUDA memory on GPU), the ratio of each figure, and the FLOPs of a training
+step and an evaluation batch per path (:func:`B.count_flops`) with
+the TFLOP/s they ran at (and MFU with ``--peak-tflops``). Then: ours
+trained from the real dataloader (the config's ``num_workers``), and the
+throughput of the data pipeline alone (decode + resize + pack) against
+ours' training consumption.
 
 Before timing, both paths must give the same loss on the first batch
 (float32, relative difference <= 1e-5) and the same evaluation logits;
@@ -298,15 +300,6 @@ def ours_eval_step(model, batch, device, amp):
     return torch.stack([ds.pred_score for ds in out]).float().cpu()
 
 
-def count_flops(fn):
-    """FLOPs of ``fn()`` (matmuls, convolutions, attention) as counted by
-    ``torch.utils.flop_counter.FlopCounterMode``."""
-    from torch.utils.flop_counter import FlopCounterMode
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops()
-
-
 def step_flops(model, ref, batch, rbatch, eval_batch, eval_rbatch, device,
                amp):
     """FLOPs of one training step's forward + backward and of one
@@ -324,16 +317,17 @@ def step_flops(model, ref, batch, rbatch, eval_batch, eval_rbatch, device,
 
     model.train()
     ref.clip.train()
-    flops = dict(ours_train=count_flops(ours_train),
-                 baseline_train=count_flops(ref_train))
+    flops = dict(ours_train=B.count_flops(ours_train),
+                 baseline_train=B.count_flops(ref_train))
     model.zero_grad(set_to_none=True)
     ref.optimizer.zero_grad(set_to_none=True)
     model.eval()
     ref.clip.eval()
     ours_eval_step(model, eval_batch, device, amp)  # fills the cache
-    flops['ours_eval'] = count_flops(
+    flops['ours_eval'] = B.count_flops(
         lambda: ours_eval_step(model, eval_batch, device, amp))
-    flops['baseline_eval'] = count_flops(lambda: ref.eval_step(eval_rbatch))
+    flops['baseline_eval'] = B.count_flops(
+        lambda: ref.eval_step(eval_rbatch))
     return flops
 
 
@@ -714,8 +708,9 @@ def main(argv=None):
                     text += f' (MFU {mfu:.1f}%)'
                 parts.append(text)
         print('FLOPs per training step (forward + backward) and per '
-              'evaluation batch, counted by torch.utils.flop_counter, at '
-              'the median time: ' + '; '.join(parts))
+              'evaluation batch (matmuls, convolutions and attention, counted '
+              'by torch.utils.flop_counter), at the median time: '
+              + '; '.join(parts))
     split = 4952 if args.classes == 20 else 5000
     n_b = -(-split // ebs)
     est = {'ours': split / (once_s + n_b * eval_med['ours']),
