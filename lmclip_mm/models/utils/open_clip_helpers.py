@@ -262,6 +262,15 @@ def eot_truncate(model: torch.nn.Module,
     return tokens[:, :length].contiguous()
 
 
+def _project_text(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The text projection of open_clip's ``CLIP.encode_text``."""
+    if model.text_projection is None:
+        return x
+    if isinstance(model.text_projection, torch.nn.Linear):
+        return model.text_projection(x)
+    return x @ model.text_projection
+
+
 def encode_text(model: torch.nn.Module,
                 tokens: torch.Tensor,
                 normalize: bool = False) -> torch.Tensor:
@@ -286,11 +295,7 @@ def encode_text(model: torch.nn.Module,
     x = text_global_pool(
         x, tokens, model.text_pool_type,
         eos_token_id=getattr(model, 'text_eos_id', None))
-    if model.text_projection is not None:
-        if isinstance(model.text_projection, torch.nn.Linear):
-            x = model.text_projection(x)
-        else:
-            x = x @ model.text_projection
+    x = _project_text(model, x)
     return F.normalize(x, dim=-1) if normalize else x
 
 
@@ -432,12 +437,7 @@ def encode_texts_packed(model: torch.nn.Module,
     if not chunks:  # nothing but empty tensors
         return [encode_text(model, t.to(device)) for t in token_sets]
     x = torch.cat([_packed_call(model, c, device) for c in chunks])
-    if model.text_projection is not None:
-        if isinstance(model.text_projection, torch.nn.Linear):
-            x = model.text_projection(x)
-        else:
-            x = x @ model.text_projection
-    return list(x.split(sizes))
+    return list(_project_text(model, x).split(sizes))
 
 
 # ---------------------------------------------------------------------------
