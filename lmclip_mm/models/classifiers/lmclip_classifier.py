@@ -138,8 +138,9 @@ class LMCLIPClassifier(BaseClassifier):
 
         self._explicit_classes = classes is not None
         self.classes: Optional[tuple] = None
-        self.register_buffer('class_tokens', None, persistent=False)
-        self._class_tokens_cpu = None
+        # EOT-truncated prompt tokens, kept on the CPU: the text passes lay
+        # their sequences out there (no device-to-host copy per step).
+        self.class_tokens: Optional[torch.Tensor] = None
         self._classes_generation = 0
         self._text_cache = None
         if classes is not None:
@@ -183,9 +184,8 @@ class LMCLIPClassifier(BaseClassifier):
         if classes == self.classes and self.class_tokens is not None:
             return
         self.classes = classes
-        self._class_tokens_cpu = self.tokenize(
+        self.class_tokens = self.tokenize(
             [self.prompt_template.format(c) for c in classes], 'cpu')
-        self.class_tokens = self._class_tokens_cpu.to(self._device())
         self._classes_generation += 1
         self._text_cache = None
 
@@ -284,7 +284,7 @@ class LMCLIPClassifier(BaseClassifier):
                 return self._text_cache[1]
         with sdpa_attention(self._device()):
             embeddings = F.normalize(
-                self.encode_texts(self._class_token_set())[0], dim=-1)
+                self.encode_texts(self.class_tokens)[0], dim=-1)
         if use_cache:
             self._text_cache = (key, embeddings)
         return embeddings
@@ -295,12 +295,6 @@ class LMCLIPClassifier(BaseClassifier):
                 'LMCLIPClassifier has no classes: pass classes=[...] or add '
                 "dict(type='DatasetMetaHook') to custom_hooks so they are "
                 'taken from the dataset')
-
-    def _class_token_set(self) -> torch.Tensor:
-        # set_classes keeps a CPU copy of the class tokens: the packed text
-        # pass lays its sequences out on the CPU (no device-to-host copy).
-        cpu = self._class_tokens_cpu
-        return cpu if cpu is not None else self.class_tokens
 
     # ------------------------------------------------------------------
     # forward
@@ -376,18 +370,17 @@ class LMCLIPClassifier(BaseClassifier):
         self._check_classes()
         captions = classes = caption_features = None
         if self.contrastive_loss is not None:
-            captions = [ds.get('caption') for ds in data_samples or []]
+            captions = [ds.get('caption') for ds in data_samples]
             if any(not isinstance(c, str) for c in captions):
                 raise ValueError(
                     'the contrastive loss needs a caption (str) per sample: '
                     "pack it with dict(type='PackInputs', "
                     "algorithm_keys=['caption']) or set "
                     'contrastive_loss=None')
-            if captions:
-                # the class prompts and the captions in one text pass
-                class_features, caption_features = self.encode_texts(
-                    self._class_token_set(), self.tokenize(captions, 'cpu'))
-                classes = F.normalize(class_features, dim=-1)
+            # the class prompts and the captions in one text pass
+            class_features, caption_features = self.encode_texts(
+                self.class_tokens, self.tokenize(captions, 'cpu'))
+            classes = F.normalize(class_features, dim=-1)
         logits = self._logits(image_features, classes)
         target = self._targets(data_samples, logits.size(1))
         if target.size(0) != logits.size(0):
