@@ -97,11 +97,7 @@ def merge_args(cfg, args):
                                 osp.splitext(osp.basename(args.config))[0])
 
     if args.amp is True:
-        # Keep the divergence guard of SafeOptimWrapper under AMP.
-        safe = cfg.optim_wrapper.get('type') == 'SafeOptimWrapper'
-        cfg.optim_wrapper.type = ('SafeAmpOptimWrapper'
-                                  if safe else 'AmpOptimWrapper')
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        launch.use_amp(cfg.optim_wrapper)
 
     if args.resume == 'auto':
         cfg.resume = True

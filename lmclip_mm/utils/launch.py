@@ -85,6 +85,17 @@ def init_distributed(launcher: str, cfg: Config) -> Optional[str]:
     return 'gloo'
 
 
+def use_amp(wrapper_cfg: ConfigDict) -> ConfigDict:
+    """``tools/train.py --amp``: switch an optimizer wrapper config to
+    mixed precision in place, keeping :class:`SafeOptimWrapper`'s divergence
+    guard (``SafeAmpOptimWrapper``), with dynamic loss scaling unless a
+    ``loss_scale`` is set."""
+    safe = wrapper_cfg.get('type') == 'SafeOptimWrapper'
+    wrapper_cfg.type = 'SafeAmpOptimWrapper' if safe else 'AmpOptimWrapper'
+    wrapper_cfg.setdefault('loss_scale', 'dynamic')
+    return wrapper_cfg
+
+
 def _cpu_wrapper_cfg(wrapper_cfg):
     # mmengine's Runner.wrap_model looks the type up with
     # ``MODEL_WRAPPERS.get`` on the root registry, which ignores the default
