@@ -54,6 +54,7 @@ if REPO not in sys.path:
 
 import open_clip  # noqa: E402
 import torch  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
 
 import lmclip_mm  # noqa: E402,F401  registers components
 from lmclip_mm.utils import benchmark as B  # noqa: E402
@@ -123,7 +124,7 @@ def parse_args(argv=None):
     p.add_argument('--work-dir', default=None,
                    help='where to write the generated data (default: a '
                    'temporary folder, removed at the end)')
-    p.add_argument('--cfg-options', nargs='+', default=[],
+    p.add_argument('--cfg-options', nargs='+', action=DictAction,
                    help='key=value overrides of the config (mmengine '
                    'syntax), e.g. optim_wrapper.optimizer.fused=True')
     p.add_argument('--perturb-baseline', type=float, default=0.0,
@@ -189,7 +190,7 @@ def _set_resize(pipeline, size):
 
 
 def load_config(args, image_size, data_root=None, files=None):
-    from mmengine.config import Config, DictAction
+    from mmengine.config import Config
     from lmclip_mm.utils import launch
     cfg = Config.fromfile(args.config)
     clip = dict(model_name=args.model, pretrained=None)
@@ -208,10 +209,7 @@ def load_config(args, image_size, data_root=None, files=None):
         _set_resize(loader.dataset.pipeline, image_size)
     cfg.test_dataloader = cfg.val_dataloader
     if args.cfg_options:
-        action = DictAction(option_strings=[], dest='o')
-        ns = argparse.Namespace()
-        action(None, ns, args.cfg_options)
-        cfg.merge_from_dict(ns.o)
+        cfg.merge_from_dict(args.cfg_options)
     # tools/train.py's dataloader defaults (default_collate, workers).
     launch.set_dataloader_defaults(cfg)
     return cfg
@@ -232,11 +230,8 @@ def build_ours(cfg, metainfo, device, amp):
     model.to(device)
     wrapper_cfg = cfg.optim_wrapper.copy()
     if amp != 'none' and device == 'cuda':
-        # tools/train.py --amp (keeps SafeOptimWrapper's guard), dtype.
-        safe = wrapper_cfg.get('type') == 'SafeOptimWrapper'
-        wrapper_cfg.type = 'SafeAmpOptimWrapper' if safe else \
-            'AmpOptimWrapper'
-        wrapper_cfg.setdefault('loss_scale', 'dynamic')
+        from lmclip_mm.utils.launch import use_amp
+        use_amp(wrapper_cfg)  # as tools/train.py --amp, plus the dtype
         wrapper_cfg.dtype = 'bfloat16' if amp == 'bf16' else 'float16'
     optim_wrapper = build_optim_wrapper(model, wrapper_cfg)
     return model, optim_wrapper
@@ -342,6 +337,19 @@ def timed(fn, device):
     out = fn()
     sync(device)
     return time.perf_counter() - t, out
+
+
+def alternate(pairs, run, device):
+    """For each ``(ours_arg, baseline_arg)`` pair, time ``run['ours']`` and
+    ``run['baseline']`` on their argument, alternating which goes first.
+    Returns ``{'ours': [(seconds, output), ...], 'baseline': [...]}``."""
+    out = {'ours': [], 'baseline': []}
+    for i, (ours_arg, ref_arg) in enumerate(pairs):
+        args = dict(ours=ours_arg, baseline=ref_arg)
+        for who in (('ours', 'baseline') if i % 2 == 0 else
+                    ('baseline', 'ours')):
+            out[who].append(timed(lambda: run[who](args[who]), device))
+    return out
 
 
 def collect_batches(cfg_loader, count, seed):
@@ -478,7 +486,8 @@ def main(argv=None):
           f'batch {args.batch_size} (eval {args.eval_batch_size}), '
           f'{image_size} px, {device}, amp {amp}, {args.steps} steps after '
           f'{args.warmup} warm-up, config {osp.relpath(args.config, REPO)}'
-          + (f', options {" ".join(args.cfg_options)}'
+          + (', options ' + ' '.join(
+              f'{k}={v}' for k, v in args.cfg_options.items())
              if args.cfg_options else ''))
 
     tmp = None
@@ -558,19 +567,13 @@ def main(argv=None):
     # ---- training, alternating, on the pre-made batches
     model.train()
     ref.clip.train()
-    times = {'ours': [], 'baseline': []}
-    losses = {'ours': [], 'baseline': []}
-    for i, (batch, rbatch) in enumerate(zip(train_batches, ref_train)):
-        order = ('ours', 'baseline') if i % 2 == 0 else ('baseline', 'ours')
-        for who in order:
-            if who == 'ours':
-                dt, loss = timed(lambda: ours_train_step(
-                    model, optim_wrapper, batch, device, amp), device)
-            else:
-                dt, loss = timed(lambda: ref.train_step(rbatch), device)
-            if i >= args.warmup:
-                times[who].append(dt)
-            losses[who].append(loss)
+    runs = alternate(
+        zip(train_batches, ref_train),
+        dict(ours=lambda b: ours_train_step(model, optim_wrapper, b, device,
+                                            amp),
+             baseline=ref.train_step), device)
+    times = {k: [dt for dt, _ in v[args.warmup:]] for k, v in runs.items()}
+    losses = {k: [loss for _, loss in v] for k, v in runs.items()}
     train_s = {k: statistics.median(v) for k, v in times.items()}
 
     # ---- evaluation, alternating; each timed evaluation starts afresh
@@ -582,17 +585,11 @@ def main(argv=None):
         ref.eval_step(rbatch)
     model.train()
     model.eval()  # drops the class-embedding cache: a new evaluation
-    eval_times = {'ours': [], 'baseline': []}
-    for i, (batch, rbatch) in enumerate(zip(eval_batches[args.warmup:],
-                                            ref_eval[args.warmup:])):
-        order = ('ours', 'baseline') if i % 2 == 0 else ('baseline', 'ours')
-        for who in order:
-            if who == 'ours':
-                dt, _ = timed(lambda: ours_eval_step(model, batch, device,
-                                                     amp), device)
-            else:
-                dt, _ = timed(lambda: ref.eval_step(rbatch), device)
-            eval_times[who].append(dt)
+    runs = alternate(
+        zip(eval_batches[args.warmup:], ref_eval[args.warmup:]),
+        dict(ours=lambda b: ours_eval_step(model, b, device, amp),
+             baseline=ref.eval_step), device)
+    eval_times = {k: [dt for dt, _ in v] for k, v in runs.items()}
     n_eval_images = sum(len(b) for b in ref_eval[args.warmup:])
     eval_ips = {k: n_eval_images / sum(v) for k, v in eval_times.items()}
     eval_med = {k: statistics.median(v) for k, v in eval_times.items()}
