@@ -116,11 +116,12 @@ def merge_args(cfg, args):
         cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
 
-    launch.set_dataloader_defaults(
-        cfg, fields=('test_dataloader', ), pin_memory=not args.no_pin_memory)
-
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    # after --cfg-options: persistent_workers depends on the final
+    # num_workers (torch rejects it without workers)
+    launch.set_dataloader_defaults(
+        cfg, fields=('test_dataloader', ), pin_memory=not args.no_pin_memory)
     return cfg
 
 

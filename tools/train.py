@@ -109,13 +109,14 @@ def merge_args(cfg, args):
     if args.auto_scale_lr:
         cfg.auto_scale_lr.enable = True
 
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    # after --cfg-options: persistent_workers depends on the final
+    # num_workers (torch rejects it without workers)
     launch.set_dataloader_defaults(
         cfg,
         pin_memory=not args.no_pin_memory,
         persistent_workers=not args.no_persistent_workers)
-
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
     return cfg
 
 
