@@ -26,6 +26,15 @@ DEFAULT_DATA_PREPROCESSOR = dict(
 SCORE_ACTIVATIONS = ('none', 'softmax', 'sigmoid')
 
 
+def _save_classes_metadata(module, state_dict, prefix, local_metadata):
+    """State-dict post hook: the class names and the prompt template go to
+    this module's ``state_dict._metadata`` entry (never a state-dict
+    value: those are tensors only)."""
+    if module.classes is not None:
+        local_metadata[module.METADATA_CLASSES] = list(module.classes)
+    local_metadata[module.METADATA_TEMPLATE] = module.prompt_template
+
+
 @MODELS.register_module()
 class LMCLIPClassifier(BaseClassifier):
     """LM-CLIP (Timmermann et al., IEEE Access 2025) on open_clip.
@@ -42,9 +51,11 @@ class LMCLIPClassifier(BaseClassifier):
     The class names (and, for the loss class weights, ``class_counts`` and
     ``num_train_images``) come from the dataset: the
     :class:`~lmclip_mm.engine.hooks.DatasetMetaHook` passes the dataset's
-    ``metainfo`` to :meth:`set_dataset_meta`. The class names are saved in
-    checkpoints (module extra state) and restored on loading, so a loaded
-    checkpoint predicts without a dataset.
+    ``metainfo`` to :meth:`set_dataset_meta`. The state dict holds tensors
+    only; the class names travel with a checkpoint in its
+    ``meta['dataset_meta']`` and in the state dict's ``_metadata``, and are
+    restored on loading, so a loaded checkpoint predicts without a
+    dataset.
 
     Args:
         clip (dict): the open_clip model: ``model_name`` (e.g.
@@ -145,6 +156,7 @@ class LMCLIPClassifier(BaseClassifier):
         self._text_cache = None
         if classes is not None:
             self.set_classes(classes)
+        self.register_state_dict_post_hook(_save_classes_metadata)
 
     # ------------------------------------------------------------------
     # classes and dataset meta
@@ -214,43 +226,106 @@ class LMCLIPClassifier(BaseClassifier):
                 raise KeyError(
                     f'class_weight_power={self.class_weight_power} needs '
                     f'{missing} in the dataset metainfo')
-            if not hasattr(self.loss_module, 'set_class_weight'):
-                raise TypeError(f'{type(self.loss_module).__name__} has no '
-                                'set_class_weight for the class weights')
-            from lmclip_mm.datasets.class_weights import class_weights
-            weights = class_weights(metainfo['class_counts'],
-                                    metainfo['num_train_images'],
-                                    self.class_weight_power)
-            if len(weights) != len(classes):
-                raise ValueError(f'{len(weights)} class_counts for '
-                                 f'{len(classes)} classes')
-            self.loss_module.set_class_weight(
-                torch.as_tensor(weights, dtype=torch.float32,
-                                device=self._device()))
+            self._set_class_weights(metainfo)
+        self.__dict__['_lmclip_dataset_meta'] = dict(metainfo)
 
-    def get_extra_state(self) -> dict:
-        # Saved with the weights: what predict needs beyond them.
-        return dict(
-            classes=None if self.classes is None else list(self.classes),
-            prompt_template=self.prompt_template)
+    def _set_class_weights(self, metainfo: dict) -> None:
+        if not hasattr(self.loss_module, 'set_class_weight'):
+            raise TypeError(f'{type(self.loss_module).__name__} has no '
+                            'set_class_weight for the class weights')
+        from lmclip_mm.datasets.class_weights import class_weights
+        weights = class_weights(metainfo['class_counts'],
+                                metainfo['num_train_images'],
+                                self.class_weight_power)
+        if len(weights) != len(self.classes):
+            raise ValueError(f'{len(weights)} class_counts for '
+                             f'{len(self.classes)} classes')
+        self.loss_module.set_class_weight(
+            torch.as_tensor(weights, dtype=torch.float32,
+                            device=self._device()))
 
-    def set_extra_state(self, state) -> None:
-        if not isinstance(state, dict):
-            return
-        classes = state.get('classes')
+    # ------------------------------------------------------------------
+    # what a checkpoint carries beyond the weights
+    #
+    # The state dict holds tensors only (DDP broadcasts every entry, EMA
+    # averages them, mmengine's tracer feeds them as inputs). The class
+    # names and the prompt template travel
+    #   * in the checkpoint's ``meta['dataset_meta']`` (mmengine's runner
+    #     saves the train dataset's metainfo there; mmpretrain's
+    #     ``init_model``/``get_model`` hand it to ``model._dataset_meta``), and
+    #   * in the state dict's ``_metadata`` entry of this module, torch's
+    #     place for non-tensor per-module data (it already holds the
+    #     module's ``version``), so that a bare ``load_checkpoint(model, f)``
+    #     or ``model.load_state_dict(sd)`` restores them too.
+
+    #: keys of this module's entry in ``state_dict._metadata``
+    METADATA_CLASSES = 'lmclip_classes'
+    METADATA_TEMPLATE = 'lmclip_prompt_template'
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata,
+                              strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # Checkpoints of lmclip_mm <= 0.1.0 kept the classes in a non-tensor
+        # ``_extra_state`` entry: read it once and drop it.
+        legacy = state_dict.pop(prefix + '_extra_state', None)
+        if isinstance(legacy, dict):
+            self._restore_classes(legacy.get('classes'),
+                                  legacy.get('prompt_template'))
+        if local_metadata:
+            self._restore_classes(local_metadata.get(self.METADATA_CLASSES),
+                                  local_metadata.get(self.METADATA_TEMPLATE))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata,
+                                      strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    def _restore_classes(self, classes, prompt_template=None) -> None:
+        """Classes saved with a checkpoint: taken when the model has none;
+        a model's own classes are kept (with a warning if they differ)."""
         if classes is None:
             return
+        classes = tuple(classes)
         if self.classes is None:
-            if state.get('prompt_template', self.prompt_template) != \
-                    self.prompt_template:
+            if prompt_template is not None and \
+                    prompt_template != self.prompt_template:
                 warnings.warn(
                     'the checkpoint was trained with the prompt template '
-                    f'{state["prompt_template"]!r}, the model uses '
+                    f'{prompt_template!r}, the model uses '
                     f'{self.prompt_template!r}')
             self.set_classes(classes)
-        elif tuple(classes) != self.classes:
+        elif classes != self.classes:
             warnings.warn('the checkpoint\'s classes differ from the model\'s;'
                           ' keeping the model\'s classes')
+
+    @property
+    def dataset_meta(self) -> dict:
+        """The dataset meta the model was given, with its ``classes``.
+
+        mmpretrain's ``init_model``/``get_model`` set it (as
+        ``_dataset_meta``) from a checkpoint's ``meta['dataset_meta']``;
+        ``ImageClassificationInferencer`` reads the class names from it.
+        """
+        meta = dict(self.__dict__.get('_lmclip_dataset_meta') or {})
+        if self.classes is not None:
+            meta['classes'] = list(self.classes)
+        return meta
+
+    @dataset_meta.setter
+    def dataset_meta(self, meta: Optional[dict]) -> None:
+        """Lenient counterpart of :meth:`set_dataset_meta` for loading:
+        takes the classes (unless the model's are explicit) and, when the
+        meta has the counts, the loss class weights."""
+        meta = dict(meta or {})
+        self.__dict__['_lmclip_dataset_meta'] = meta
+        classes = meta.get('classes')
+        if classes is not None and not self._explicit_classes:
+            self.set_classes(classes)
+        if self.class_weight_power is not None and all(
+                k in meta for k in ('class_counts', 'num_train_images')) \
+                and self.classes is not None:
+            self._set_class_weights(meta)
+
+    # mmpretrain.apis.get_model assigns ``model._dataset_meta``
+    _dataset_meta = dataset_meta
 
     # ------------------------------------------------------------------
     # caches

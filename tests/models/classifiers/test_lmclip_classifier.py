@@ -337,6 +337,108 @@ def test_checkpoint_restores_classes(tmp_path):
         torch.testing.assert_close(fresh(images), model(images))
 
 
+def test_state_dict_holds_tensors_only():
+    """Every state-dict value is a tensor (DDP broadcasts each one, EMA
+    averages them, mmengine's tracer feeds them as inputs); the class names
+    and the prompt template sit in the module's ``_metadata`` entry."""
+    for model in (_model(classes=None), _model(class_weight_power=1.0)):
+        state = model.state_dict()
+        bad = {k: type(v).__name__ for k, v in state.items()
+               if not torch.is_tensor(v)}
+        assert not bad, bad
+        meta = state._metadata['']
+        assert meta[LMCLIPClassifier.METADATA_TEMPLATE] == 'a photo of a {}'
+        if model.classes is None:
+            assert LMCLIPClassifier.METADATA_CLASSES not in meta
+        else:
+            assert meta[LMCLIPClassifier.METADATA_CLASSES] == list(CLASSES)
+    # mmengine's own get_state_dict (used by its checkpoint tools) agrees
+    from mmengine.runner.checkpoint import get_state_dict, weights_to_cpu
+    state = weights_to_cpu(get_state_dict(_model()))
+    assert all(torch.is_tensor(v) for v in state.values())
+    assert state._metadata[''][LMCLIPClassifier.METADATA_CLASSES] == \
+        list(CLASSES)
+
+
+def test_bare_state_dict_round_trip_restores_classes():
+    model = _model(classes=None)
+    model.set_classes(CLASSES[::-1])
+    fresh = _model(classes=None)
+    fresh.load_state_dict(model.state_dict(), strict=True)
+    assert fresh.classes == CLASSES[::-1]
+
+
+def test_legacy_extra_state_checkpoint_loads(tmp_path):
+    """A checkpoint of lmclip_mm 0.1.0 keeps the classes in a non-tensor
+    ``_extra_state`` entry: it still loads (strictly, weights-only), sets
+    the classes once and the entry is gone from the model's state dict."""
+    from mmengine.runner import load_checkpoint, save_checkpoint
+    model = _model(classes=None)
+    model.set_classes(CLASSES)
+    state = model.state_dict()
+    state.pop('_extra_state', None)
+    old = type(state)()  # what the 0.1.0 release wrote: no _metadata
+    old.update(state)
+    old['_extra_state'] = dict(classes=list(CLASSES),
+                               prompt_template='a photo of a {}')
+    path = str(tmp_path / 'v010.pth')
+    save_checkpoint(dict(state_dict=old, meta=dict()), path)
+    fresh = _model(classes=None).eval()
+    with warnings_as_errors():
+        load_checkpoint(fresh, path, map_location='cpu', strict=True)
+    assert fresh.classes == CLASSES
+    assert '_extra_state' not in fresh.state_dict()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(images), model.eval()(images))
+    # an old file trained with another prompt template says so
+    old['_extra_state']['prompt_template'] = 'a picture of {}'
+    save_checkpoint(dict(state_dict=old, meta=dict()), path)
+    with pytest.warns(UserWarning, match='a picture of'):
+        load_checkpoint(_model(classes=None), path, map_location='cpu')
+
+
+class warnings_as_errors:
+    def __enter__(self):
+        import warnings
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter('error', UserWarning)
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)
+
+
+def test_mmpretrain_get_model_and_inferencer_use_checkpoint_classes(
+        tmp_path):
+    """``mmpretrain.get_model(cfg, pretrained=ckpt)`` and
+    ``ImageClassificationInferencer`` take the class names of a checkpoint
+    (its ``meta['dataset_meta']``) with no dataset."""
+    from mmengine.config import Config
+    from mmengine.runner import save_checkpoint
+    from mmpretrain.apis import ImageClassificationInferencer, get_model
+    trained = _model(classes=None)
+    trained.set_dataset_meta(META)
+    path = str(tmp_path / 'ckpt.pth')
+    save_checkpoint(dict(state_dict=trained.state_dict(),
+                         meta=dict(dataset_meta=META)), path)
+    cfg = Config(dict(model=dict(
+        type='LMCLIPClassifier', clip=dict(model_name='lmclip-tiny-vit')),
+        default_scope='mmpretrain'))
+    model = get_model(cfg, pretrained=path)
+    assert model.classes == CLASSES
+    assert model._dataset_meta['classes'] == list(CLASSES)
+    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3),
+                                              dtype=np.uint8)
+    cfg.test_dataloader = dict(dataset=dict(pipeline=[
+        dict(type='PackInputs')]))
+    inferencer = ImageClassificationInferencer(cfg, pretrained=path)
+    assert list(inferencer.classes) == list(CLASSES)
+    result = inferencer(image)[0]
+    assert result['pred_class'] in CLASSES
+    assert len(result['pred_scores']) == len(CLASSES)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match='Unknown open_clip model'):
         _model(clip=dict(model_name='no-such-model'))
