@@ -4,7 +4,10 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 import torch.nn as nn
+from mmengine.dist import get_world_size
 from mmpretrain.registry import MODELS
+
+from ..utils.distributed import all_gather_with_grad, global_batch_size
 
 __all__ = ['BalancedAsymmetricLoss', 'balanced_asymmetric_loss']
 
@@ -16,7 +19,8 @@ def balanced_asymmetric_loss(cls_score: torch.Tensor,
                              clip: Optional[float] = 0.05,
                              eps: float = 1e-8,
                              label_smoothing: float = 0.0,
-                             class_weight: Optional[torch.Tensor] = None
+                             class_weight: Optional[torch.Tensor] = None,
+                             batch_max: Optional[torch.Tensor] = None
                              ) -> torch.Tensor:
     """Per-entry ``L`` of the Balanced Asymmetric Loss, shape ``(N, C)``.
 
@@ -25,6 +29,10 @@ def balanced_asymmetric_loss(cls_score: torch.Tensor,
     See :class:`BalancedAsymmetricLoss` for the definition. ``cls_score``
     and ``label`` must be float tensors of the same shape (the caller
     casts); the result is in their dtype.
+
+    ``batch_max``: ``(max(x), -min(x))`` of the whole batch as a 2-vector
+    (with gradient), when the batch is larger than ``cls_score`` (e.g. the
+    global batch of all ranks); default: computed from ``cls_score``.
     """
     x, y = cls_score, label
     num_classes = x.size(-1)
@@ -32,8 +40,11 @@ def balanced_asymmetric_loss(cls_score: torch.Tensor,
     # 2. z = x / max(x) over the whole batch (the gradient flows through the
     # max). When max(x) <= 0, divide by max|x| (no sign flip) or by 1 for an
     # all-zero batch. torch.where keeps this free of host syncs.
-    x_max = x.max()
-    abs_max = torch.maximum(x_max, -x.min())  # max|x| without an |x| copy
+    if batch_max is None:
+        x_max, neg_max = x.max(), -x.min()
+    else:
+        x_max, neg_max = batch_max[0], batch_max[1]
+    abs_max = torch.maximum(x_max, neg_max)  # max|x| without an |x| copy
     denom = torch.where(x_max > 0, x_max,
                         torch.where(abs_max > 0, abs_max,
                                     torch.ones_like(abs_max)))
@@ -88,6 +99,17 @@ class BalancedAsymmetricLoss(nn.Module):
 
     The loss is computed in float32, also under fp16/bf16 autocast.
 
+    **Distributed training.** With ``global_batch=True`` (default) and
+    several processes, "the batch" of steps 2 and 6 is the global batch of
+    all ranks: ``max(x)`` is taken over every rank's logits (gathered with
+    gradient) and each rank's sum is divided by the global ``N * C`` (times
+    W, which DDP's gradient averaging divides out). W processes with batch
+    b then compute the loss and the gradients of one process with batch
+    W * b (to float rounding), as the contrastive loss does; the value each
+    rank logs is its own share (the global loss when the ranks hold
+    equally many samples). ``global_batch=False`` normalises by each
+    rank's own batch instead (W independent batches of b).
+
     Args:
         gamma_pos (float): focusing power of the positives. Defaults to 0.
         gamma_neg (float): focusing power of the negatives. Defaults to 4.
@@ -100,6 +122,8 @@ class BalancedAsymmetricLoss(nn.Module):
             later with :meth:`set_class_weight`. It is a buffer stored in
             checkpoints.
         loss_weight (float): the loss multiplier (LM-CLIP's lambda).
+        global_batch (bool): under torch.distributed, max and mean over the
+            global batch (see above). Defaults to True.
     """
 
     def __init__(self,
@@ -109,7 +133,8 @@ class BalancedAsymmetricLoss(nn.Module):
                  eps: float = 1e-8,
                  label_smoothing: float = 0.0,
                  class_weight: Optional[Sequence[float]] = None,
-                 loss_weight: float = 1.0):
+                 loss_weight: float = 1.0,
+                 global_batch: bool = True):
         super().__init__()
         if gamma_pos < 0 or gamma_neg < 0:
             raise ValueError('gamma_pos and gamma_neg must be >= 0, got '
@@ -127,6 +152,7 @@ class BalancedAsymmetricLoss(nn.Module):
         self.eps = float(eps)
         self.label_smoothing = float(label_smoothing)
         self.loss_weight = float(loss_weight)
+        self.global_batch = bool(global_batch)
         self.register_buffer('class_weight', None)
         if class_weight is not None:
             self.set_class_weight(class_weight)
@@ -217,19 +243,31 @@ class BalancedAsymmetricLoss(nn.Module):
             class_weight = class_weight.to(cls_score.device)
 
         with torch.autocast(device_type=cls_score.device.type, enabled=False):
+            x = cls_score.float()
+            batch_max, share = None, None
+            world_size = get_world_size()
+            if self.global_batch and world_size > 1:
+                batch_max = all_gather_with_grad(
+                    torch.stack([x.max(), -x.min()])).max(dim=0).values
+                total = global_batch_size(x.size(0), x.device)
+                # sum / (global N * C), times W for DDP's averaging
+                share = world_size * x.size(0) / total
             loss = balanced_asymmetric_loss(
-                cls_score.float(),
+                x,
                 label.float(),
                 gamma_pos=self.gamma_pos,
                 gamma_neg=self.gamma_neg,
                 clip=self.clip,
                 eps=self.eps,
                 label_smoothing=self.label_smoothing,
-                class_weight=class_weight)
-            return loss.mean() * -self.loss_weight
+                class_weight=class_weight,
+                batch_max=batch_max)
+            loss = loss.mean() * -self.loss_weight
+            return loss if share is None or share == 1 else loss * share
 
     def extra_repr(self) -> str:
         return (f'gamma_pos={self.gamma_pos}, gamma_neg={self.gamma_neg}, '
                 f'clip={self.clip}, eps={self.eps}, '
                 f'label_smoothing={self.label_smoothing}, '
-                f'loss_weight={self.loss_weight}')
+                f'loss_weight={self.loss_weight}, '
+                f'global_batch={self.global_batch}')

@@ -220,3 +220,83 @@ def test_in_mmpretrain_multilabel_head():
     y[1, 1] = 1
     ref = reference_bal(logits.detach(), y, label_smoothing=0.1)
     np.testing.assert_allclose(losses['loss'].item(), ref.item(), rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------
+# Distributed: W gloo processes (DDP) vs one process on all samples.
+
+BAL_DIST_CASES = [
+    # name, loss config, per-rank batch sizes, bias of the logits
+    ('equal', dict(), (3, 3), 0.0),
+    ('unequal', dict(), (4, 2), 0.0),
+    ('weighted_smoothed', dict(gamma_pos=1.0, label_smoothing=0.1,
+                               class_weight=[0.5, 1.0, 0.0, 2.0]), (3, 3),
+     0.0),
+    ('all_negative', dict(), (2, 4), -20.0),  # the max|x| branch
+    ('per_rank', dict(global_batch=False), (3, 3), 0.0),
+]
+
+
+def _bal_run(state, x, y, cfg, bias, ddp=False):
+    model = torch.nn.Linear(x.size(1), y.size(1))
+    model.load_state_dict(state)
+    net = torch.nn.parallel.DistributedDataParallel(model) if ddp else model
+    loss = BalancedAsymmetricLoss(**cfg)(net(x) + bias, y)
+    loss.backward()
+    return dict(loss=loss.item(),
+                grads={n: p.grad.clone() for n, p in model.named_parameters()})
+
+
+def _bal_worker(rank, world_size, port, out_file, state, x, y):
+    import torch.distributed as dist
+    torch.set_num_threads(1)
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}',
+                            rank=rank, world_size=world_size)
+    results = {}
+    for name, cfg, sizes, bias in BAL_DIST_CASES:
+        lo = sum(sizes[:rank])
+        hi = lo + sizes[rank]
+        results[name] = _bal_run(state, x[lo:hi], y[lo:hi], cfg, bias,
+                                 ddp=True)
+    torch.save(results, f'{out_file}.{rank}')
+    dist.destroy_process_group()
+
+
+def test_global_batch_two_processes_equal_one(tmp_path):
+    """With DDP over 2 processes, BAL's batch max and mean span the global
+    batch: the averaged gradients equal one process on all samples, also
+    for unequal rank batches and the all-negative branch (the global max
+    sits on one rank; its gradient reaches that rank only)."""
+    import socket
+
+    import torch.multiprocessing as mp
+    torch.manual_seed(0)
+    state = torch.nn.Linear(5, 4).state_dict()
+    x = torch.randn(6, 5)
+    x[4] *= 4  # the largest logits on rank 1 (samples 3..5)
+    y = (torch.rand(6, 4) < 0.4).float()
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    out_file = str(tmp_path / 'bal')
+    mp.start_processes(_bal_worker, args=(2, port, out_file, state, x, y),
+                       nprocs=2, start_method='fork')
+    ranks = [torch.load(f'{out_file}.{r}') for r in range(2)]
+    for name, cfg, sizes, bias in BAL_DIST_CASES:
+        single = _bal_run(state, x, y, cfg, bias)
+        if cfg.get('global_batch', True):
+            # a rank's loss is its share of the global mean
+            total = sum(r[name]['loss'] for r in ranks) / 2
+            np.testing.assert_allclose(total, single['loss'], rtol=1e-6,
+                                       err_msg=name)
+            for key, grad in single['grads'].items():
+                for r in ranks:  # DDP: the same averaged grads on each rank
+                    torch.testing.assert_close(
+                        r[name]['grads'][key], grad, rtol=1e-5, atol=1e-7,
+                        msg=f'{name} {key}')
+        else:
+            # each rank normalises by its own batch: not the one-process
+            # gradient (max over 3 samples instead of 6)
+            diff = (ranks[0][name]['grads']['weight'] -
+                    single['grads']['weight']).abs().max()
+            assert diff > 1e-3, diff
