@@ -42,4 +42,13 @@ randomness = dict(seed=None, deterministic=False)
 # RNG states and the sampler position in every checkpoint, so that --resume
 # continues exactly where a run stopped (bit-exact on CPU with a seed,
 # deterministic=True and num_workers=0; see README).
-custom_hooks = [dict(type='DatasetMetaHook'), dict(type='ExactResumeHook')]
+# SyncBuffersHook (mmengine's) averages the BatchNorm running statistics of
+# all processes at the end of each epoch (a no-op with one process): each
+# rank's statistics come from its own batches, and without it the ranks
+# would validate with different ones and the checkpoint would hold rank
+# 0's only.
+custom_hooks = [
+    dict(type='DatasetMetaHook'),
+    dict(type='ExactResumeHook'),
+    dict(type='SyncBuffersHook'),
+]
