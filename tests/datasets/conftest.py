@@ -12,15 +12,30 @@ def _repo_root() -> Path:
     raise RuntimeError('cannot locate the repository root (setup.py)')
 
 
-SHARED_DATA = (_repo_root() / '..' / 'shared' / 'data').resolve()
+def _split_data_dir() -> Path:
+    """Where the real VOC-MLT / COCO-MLT split files are: ``$LMCLIP_DATA_DIR``,
+    else the repository's ``data/`` once ``data/download_*.sh`` ran, else the
+    developers' ``../shared/data`` beside the checkout."""
+    import os
+    candidates = [Path(p) for p in [os.environ.get('LMCLIP_DATA_DIR')] if p]
+    candidates += [_repo_root() / 'data', _repo_root() / '..' / 'shared' /
+                   'data']
+    for path in candidates:
+        if (path / 'voc_mlt' / 'longtail2012').is_dir() and \
+                (path / 'coco_mlt' / 'longtail2017').is_dir():
+            return path.resolve()
+    return candidates[0].resolve()
+
+
+SHARED_DATA = _split_data_dir()
 
 
 @pytest.fixture(scope='session')
 def shared_data() -> Path:
-    """``../shared/data`` next to the repository (the real split files)."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f'{SHARED_DATA} (the real VOC-MLT / COCO-MLT split '
-                    'files) is absent')
+    """The folder with ``voc_mlt/`` and ``coco_mlt/`` split files."""
+    if not (SHARED_DATA / 'voc_mlt').is_dir():
+        pytest.skip('the real VOC-MLT / COCO-MLT split files are absent '
+                    '(run data/download_*.sh or set LMCLIP_DATA_DIR)')
     return SHARED_DATA
 
 
