@@ -51,3 +51,42 @@ def test_benchmark_parity_fails_when_the_math_differs(tool):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert re.search(r'^parity .*: FAIL$', proc.stdout, re.M), proc.stdout
     assert 'train s/step' not in proc.stdout
+
+
+def _benchmark_module():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[2] / 'tools' / 'analysis' / \
+        'benchmark.py'
+    spec = importlib.util.spec_from_file_location('_bench_tool', path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_benchmark_data_dir_defaults_inside_the_repository(tmp_path, capsys):
+    import os.path as osp
+
+    import pytest
+    mod = _benchmark_module()
+    # no default points outside the repository
+    assert osp.commonpath([mod.REPO_DATA, mod.REPO]) == mod.REPO
+    args = mod.parse_args(['--classes', '20'])
+    assert args.data_dir in (None, mod.REPO_DATA)
+    if args.data_dir is None:
+        assert not osp.isfile(osp.join(mod.REPO_DATA, mod.TRAIN_SPLITS[20][1]))
+    # an explicit folder must exist and hold the split
+    with pytest.raises(SystemExit) as exc:
+        mod.parse_args(['--data-dir', str(tmp_path / 'nope')])
+    assert exc.value.code == 2
+    assert 'nope: no such folder' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        mod.parse_args(['--classes', '80', '--data-dir', str(tmp_path)])
+    err = capsys.readouterr().err
+    assert 'coco_mlt/longtail2017/coco_lt_train.txt' in err
+    assert 'COCO-MLT train split' in err
+    split = tmp_path / 'voc_mlt' / 'longtail2012' / 'voc_lt_train.txt'
+    split.parent.mkdir(parents=True)
+    split.write_text('a.jpg 0\n')
+    assert mod.parse_args(['--data-dir', str(tmp_path), '--classes',
+                           '20']).data_dir == str(tmp_path)

@@ -16,3 +16,42 @@ def test_eval_load_memory_does_not_grow(tool, tmp_path):
     out = proc.stdout
     assert '5000 images:' in out and '500 images:' in out
     assert out.strip().endswith('PASS')
+
+
+def _coco_like_splits(folder, n_test=6):
+    folder.mkdir(parents=True)
+    (folder / 'coco_labels.txt').write_text(
+        ''.join(f'class{i} {i}\n' for i in range(80)))
+    (folder / 'coco_lt_train.txt').write_text(
+        ''.join(f'train2017/{i:012d}.jpg {i}\n' for i in range(80)))
+    (folder / 'coco_lt_test.txt').write_text(
+        ''.join(f'val2017/{i:012d}.jpg {i} {i + 1}\n' for i in range(n_test)))
+    return folder
+
+
+def test_eval_load_removes_its_images_unless_root_is_given(tool, tmp_path):
+    splits = _coco_like_splits(tmp_path / 'splits')
+    scratch = tmp_path / 'tmp'
+    scratch.mkdir()
+    args = ['analysis/eval_load.py', '--split-dir', splits, '--sizes', '3',
+            '6', '--image-size', '40', '30',
+            '--num-workers', '0', '--max-growth-kib', '1e9']
+    proc = tool(args, env={'TMPDIR': str(scratch)})
+    out = proc.stdout
+    assert '6 stand-in test images' in out and out.count('PASS') == 1, out
+    assert 'removed the stand-in images under ' + str(scratch) in out
+    assert not list(scratch.glob('coco_mlt_standin_*')), list(scratch.iterdir())
+    # --root keeps them, and says where
+    keep = tmp_path / 'keep'
+    proc = tool(args + ['--root', keep], env={'TMPDIR': str(scratch)})
+    assert f'kept the stand-in images under {keep}' in proc.stdout
+    assert len(list((keep / 'val2017').glob('*.jpg'))) == 6
+
+
+def test_eval_load_names_a_missing_split_dir(tool, tmp_path):
+    proc = tool(['analysis/eval_load.py', '--split-dir', tmp_path],
+                check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f'error: --split-dir {tmp_path}: no coco_labels.txt (the COCO-MLT '
+        'split files; see data/README.md)')

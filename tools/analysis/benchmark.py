@@ -63,7 +63,11 @@ CONFIGS = {
     20: osp.join(REPO, 'configs', 'lmclip_voc_mlt_vitb16.py'),
     80: osp.join(REPO, 'configs', 'lmclip_coco_mlt_vitb16.py'),
 }
-SHARED_DATA = osp.join(osp.dirname(REPO), 'shared', 'data')
+#: where the configs read VOC-MLT / COCO-MLT (data/README.md)
+REPO_DATA = osp.join(REPO, 'data')
+#: --classes -> (dataset, its train split file under --data-dir)
+TRAIN_SPLITS = {20: ('VOC-MLT', 'voc_mlt/longtail2012/voc_lt_train.txt'),
+                80: ('COCO-MLT', 'coco_mlt/longtail2017/coco_lt_train.txt')}
 AMP_DTYPES = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 PARITY_RTOL = 1e-5
 
@@ -100,9 +104,12 @@ def parse_args(argv=None):
                    metavar=('W', 'H'), help='generated JPEG size')
     p.add_argument('--data-images', type=int, default=None,
                    help='generated JPEGs (default: what the runs need)')
-    p.add_argument('--data-dir', default=SHARED_DATA,
-                   help='folder with voc_mlt/ and coco_mlt/ split files; '
-                   'their class names and train labels are used when there')
+    p.add_argument('--data-dir', default=None,
+                   help='folder with the voc_mlt/ and coco_mlt/ split files '
+                   '(data/README.md): the class names and train labels of '
+                   'the --classes dataset are read from it. Default: the '
+                   'repository\'s data/ when it holds them, else the '
+                   'built-in class names and a synthetic long tail')
     p.add_argument('--memory', default='process',
                    choices=('process', 'none'),
                    help='process: measure each path\'s peak memory in a '
@@ -142,6 +149,17 @@ def parse_args(argv=None):
         p.error('need --steps >= 1, --eval-steps >= 1 and --warmup >= 0')
     if args.config is None:
         args.config = CONFIGS[args.classes]
+    split_file = osp.join(args.data_dir or REPO_DATA,
+                          TRAIN_SPLITS[args.classes][1])
+    if args.data_dir is None:
+        args.data_dir = REPO_DATA if osp.isfile(split_file) else None
+    elif not osp.isdir(args.data_dir):
+        p.error(f'--data-dir {args.data_dir}: no such folder')
+    elif not osp.isfile(split_file):
+        p.error(f'--data-dir {args.data_dir}: no {split_file} (the '
+                f'{TRAIN_SPLITS[args.classes][0]} train split; see '
+                'data/README.md), or leave --data-dir out for a synthetic '
+                'long tail')
     return args
 
 

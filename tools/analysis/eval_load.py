@@ -2,7 +2,8 @@
 """Evaluation under load: COCO-MLT-sized test split, tiny model, end to end.
 
 Writes stand-in JPEGs at the real COCO-MLT file layout (the real list files
-from ``--split-dir``, e.g. ../shared/data/coco_mlt/longtail2017), then
+from ``--split-dir``, e.g. data/coco_mlt/longtail2017 after
+``bash data/download_coco_mlt.sh``), then
 evaluates ``configs/lmclip_coco_mlt_vitb16.py`` with the tiny CLIP through
 ``tools/test.py --zero-shot`` in fresh processes on the first K images for
 several K, and prints wall time, images/s and each process's peak RSS. The
@@ -10,7 +11,12 @@ peak must not grow with K beyond what the evaluator stores (two float32
 vectors of C scores per image): the script reports the growth per image and
 fails if it exceeds ``--max-growth-kib`` per image.
 
-    python tools/analysis/eval_load.py --split-dir ../shared/data/coco_mlt/longtail2017
+The stand-in images (about 820 MB for 5,000 500x375 JPEGs) go to a
+temporary folder that is removed at the end, also on failure; ``--root DIR``
+writes them to DIR instead and keeps them (a later run with the same DIR
+reuses them).
+
+    python tools/analysis/eval_load.py --split-dir data/coco_mlt/longtail2017
 """
 import argparse
 import json
@@ -31,7 +37,9 @@ CONFIG = osp.join(REPO, 'configs', 'lmclip_coco_mlt_vitb16.py')
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--split-dir', required=True,
-                        help='folder with coco_labels.txt, coco_lt_*.txt')
+                        help='folder with coco_labels.txt and '
+                        'coco_lt_test.txt, e.g. data/coco_mlt/longtail2017 '
+                        '(data/README.md)')
     parser.add_argument('--sizes', type=int, nargs='+', default=[1000, 5000])
     parser.add_argument('--image-size', type=int, nargs=2, default=[500, 375],
                         help='stand-in JPEG width height')
@@ -39,7 +47,10 @@ def parse_args(argv=None):
                         help='input size of the tiny model')
     parser.add_argument('--batch-size', type=int, default=64)
     parser.add_argument('--num-workers', type=int, default=2)
-    parser.add_argument('--root', default=None, help='where to write images')
+    parser.add_argument('--root', default=None,
+                        help='where to write the stand-in images and keep '
+                        'them (default: a temporary folder, removed at the '
+                        'end)')
     parser.add_argument('--max-growth-kib', type=float, default=16.0)
     return parser.parse_args(argv)
 
@@ -94,9 +105,36 @@ def run_test(root, count, args, work_dir):
     return elapsed, usage.ru_maxrss, metrics
 
 
+def overall_map(metrics):
+    """The overall mAP of a metrics dict, whatever the metric's prefix
+    (``<prefix>/mAP``)."""
+    keys = [k for k in metrics if k.split('/')[-1] == 'mAP']
+    if len(keys) != 1:
+        raise KeyError('expected one "<prefix>/mAP" metric, got '
+                       f'{sorted(metrics)}')
+    return metrics[keys[0]]
+
+
 def main(argv=None):
     args = parse_args(argv)
-    root = args.root or tempfile.mkdtemp(prefix='coco_mlt_standin_')
+    for name in ('coco_labels.txt', 'coco_lt_test.txt'):
+        if not osp.isfile(osp.join(args.split_dir, name)):
+            print(f'error: --split-dir {args.split_dir}: no {name} (the '
+                  'COCO-MLT split files; see data/README.md)',
+                  file=sys.stderr)
+            return 2
+    if args.root:
+        status = evaluate(args, args.root)
+        print(f'kept the stand-in images under {args.root}')
+        return status
+    with tempfile.TemporaryDirectory(prefix='coco_mlt_standin_') as root:
+        status = evaluate(args, root)
+        print(f'removed the stand-in images under {root} (--root DIR keeps '
+              'them)')
+    return status
+
+
+def evaluate(args, root):
     t0 = time.time()
     n = make_root(args.split_dir, root, tuple(args.image_size))
     print(f'{n} stand-in test images ({args.image_size[0]}x'
@@ -111,7 +149,7 @@ def main(argv=None):
             print(f'{count:6d} images: {elapsed:7.1f} s wall (process, '
                   f'incl. start-up), {count / elapsed:7.1f} images/s, peak '
                   f'RSS {rss_kib / 1024:8.1f} MiB, mAP '
-                  f'{metrics["multi-label/mAP"]:.2f}')
+                  f'{overall_map(metrics):.2f}')
     (c0, _, r0, _), (c1, _, r1, _) = rows[0], rows[-1]
     growth = (r1 - r0) / max(c1 - c0, 1)
     stored = 2 * 80 * 4 / 1024
