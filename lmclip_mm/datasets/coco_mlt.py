@@ -22,6 +22,9 @@ class COCOMLT(LongTailMultiLabelDataset):
     Config: ``dict(type='COCOMLT', data_root='data/coco_mlt', split='train',
     pipeline=[...])``. Every other argument of
     :class:`LongTailMultiLabelDataset` is accepted.
+
+    ``split='val'`` / ``holdout_val=True``: the held-out validation split
+    (see :class:`LongTailMultiLabelDataset`).
     """
 
     def __init__(self,

@@ -14,6 +14,7 @@ from .mlt_format import (DatasetFileNotFoundError, DatasetFormatError,
                          class_groups, count_classes, find_bad_images,
                          parse_captions_file, parse_labels_file,
                          parse_split_file)
+from .val_split import check_val_args, stratified_val_indices
 
 #: metainfo keys computed from the list files (the contract with the model,
 #: the sampler and the metrics).
@@ -42,8 +43,33 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
     File paths are relative to ``data_root`` unless absolute; the image paths
     in the split files are relative to ``data_root/data_prefix``.
 
-    The class groups and counts always come from the TRAIN split (the test
-    split reads the train file for them). ``metainfo`` holds:
+    Splits: ``'train'`` (the train list), ``'test'`` (the test list) and
+    ``'val'``, a validation split held out of the train list for an honest
+    model selection (the test list is then used once, at the end):
+
+    * ``split='val'``: about ``val_fraction`` of the train list's images,
+      drawn by multi-label iterative stratification
+      (:func:`lmclip_mm.datasets.val_split.stratified_val_indices`, the
+      ``iterative-stratification`` package) with seed ``val_seed``, so that
+      every class keeps about ``val_fraction`` of its images in val where
+      its count allows;
+    * ``split='train', holdout_val=True``: the train list WITHOUT those val
+      images (same ``val_fraction`` / ``val_seed``), i.e. the training set
+      of the honest protocol. ``holdout_val=False`` (the default, the
+      paper's protocol) gives the full train list;
+    * ``split='test'``: the test list (``val_*`` / ``holdout_val`` unused).
+
+    Val and held-out train are disjoint and together give the train list;
+    images keep their line order and ``line_no``. The draw depends only on
+    the train list's labels, ``val_fraction`` and ``val_seed``.
+
+    The class groups and counts always come from the FULL train list (the
+    test and val splits, and a held-out train split, read the whole train
+    file for them), so the head/middle/tail groups and the loss class
+    weights are the benchmark's, whichever protocol is used: a split must
+    not move a class across the 20 / 100 thresholds, and stratification
+    keeps each class's share so ``N / n_c`` barely changes. ``metainfo``
+    holds:
 
     * ``classes``: tuple of class names ordered by id;
     * ``class_counts``: list of ``n_c``, the number of train images with
@@ -65,7 +91,13 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
         test_file (str): test split, same format; lines without id are kept
             with an empty ``gt_label``.
         data_root (str): root of the list files and the images.
-        split (str): ``'train'`` or ``'test'``.
+        split (str): ``'train'``, ``'val'`` or ``'test'``.
+        val_fraction (float): share of the train list held out as the val
+            split, in (0, 1); reached approximately (stratification).
+            Defaults to 0.1.
+        val_seed (int): seed of the val draw. Defaults to 0.
+        holdout_val (bool): with ``split='train'``, leave the val images
+            out. Defaults to False (the full train list, as the paper).
         captions_file (str, optional): ``path caption`` per line.
         caption_source (str): ``'template'`` (default) gives each image the
             caption ``caption_prefix + ', '.join(its class names)``;
@@ -80,7 +112,7 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
             ones are reported in one error. Defaults to True.
         data_prefix (str): folder of the image paths, relative to
             ``data_root`` unless absolute. Defaults to ``''``.
-        test_mode (bool, optional): defaults to ``split == 'test'``.
+        test_mode (bool, optional): defaults to ``split != 'train'``.
         metainfo (dict, optional): extra meta information. It may not
             contradict the computed keys (``classes``, ``class_counts``, ...).
         pipeline, indices, serialize_data, lazy_init, max_refetch: as in
@@ -92,7 +124,7 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
         DatasetFileNotFoundError: a missing list file or missing images.
     """
 
-    SPLITS = ('train', 'test')
+    SPLITS = ('train', 'val', 'test')
     CAPTION_SOURCES = ('template', 'file')
 
     def __init__(self,
@@ -101,6 +133,9 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
                  test_file: str,
                  data_root: str = '',
                  split: str = 'train',
+                 val_fraction: float = 0.1,
+                 val_seed: int = 0,
+                 holdout_val: bool = False,
                  captions_file: Optional[str] = None,
                  caption_source: str = 'template',
                  caption_prefix: str = 'a photo of a ',
@@ -118,6 +153,10 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
         if split not in self.SPLITS:
             raise ValueError(f'split must be one of {self.SPLITS}, got '
                              f'{split!r}')
+        check_val_args(val_fraction, val_seed)
+        if not isinstance(holdout_val, bool):
+            raise ValueError(
+                f'holdout_val must be True or False, got {holdout_val!r}')
         if caption_source not in self.CAPTION_SOURCES:
             raise ValueError('caption_source must be one of '
                              f'{self.CAPTION_SOURCES}, got {caption_source!r}')
@@ -125,6 +164,9 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
             raise ValueError("caption_source='file' needs a captions_file")
         data_root = osp.expanduser(data_root) if data_root else data_root
         self.split = split
+        self.val_fraction = val_fraction
+        self.val_seed = val_seed
+        self.holdout_val = holdout_val
         self.caption_source = caption_source
         self.caption_prefix = caption_prefix
         self.check_images = check_images
@@ -148,8 +190,8 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
             metainfo[key] = value
 
         if test_mode is None:
-            test_mode = split == 'test'
-        ann_file = train_file if split == 'train' else test_file
+            test_mode = split != 'train'
+        ann_file = test_file if split == 'test' else train_file
         super().__init__(
             ann_file=osp.expanduser(ann_file),
             metainfo=metainfo,
@@ -189,6 +231,13 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
                                           self.tail_threshold)
         # Keep the parsed train split for load_data_list.
         self._train_records = train
+        self.val_indices = None
+        if self.split == 'val' or (self.split == 'train'
+                                   and self.holdout_val):
+            # positions in the train list of the val images
+            self.val_indices = stratified_val_indices(
+                [r.labels for r in train], len(classes), self.val_fraction,
+                self.val_seed).tolist()
         return dict(
             classes=classes,
             class_counts=counts,
@@ -199,11 +248,15 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
 
     def load_data_list(self) -> List[dict]:
         classes = self._metainfo['classes']
-        if self.split == 'train' and getattr(self, '_train_records', None):
-            records = self._train_records
-        elif self.split == 'train':
-            records = parse_split_file(
-                self.ann_file, len(classes), allow_unlabeled=False)
+        if self.split in ('train', 'val'):
+            records = getattr(self, '_train_records', None) or \
+                parse_split_file(
+                    self.ann_file, len(classes), allow_unlabeled=False)
+            if self.val_indices is not None:
+                val = set(self.val_indices)
+                keep = 'val' == self.split
+                records = [r for i, r in enumerate(records)
+                           if (i in val) == keep]
         else:
             records = parse_split_file(
                 self.ann_file, len(classes), allow_unlabeled=True)
@@ -279,6 +332,11 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
         body = super().extra_repr()
         meta = self._metainfo
         body.append(f'Split: \t{self.split}')
+        if self.val_indices is not None:
+            body.append(f'Val split: \tval_fraction={self.val_fraction}, '
+                        f'val_seed={self.val_seed}, '
+                        f'{len(self.val_indices)} val images held out of the '
+                        f'{self._metainfo["num_train_images"]} train images')
         body.append('Head/middle/tail classes: \t'
                     f'{len(meta["head_classes"])}/'
                     f'{len(meta["middle_classes"])}/'

@@ -310,6 +310,10 @@ class ToyMLT(LongTailMultiLabelDataset):
     thresholds. Every other argument of :class:`LongTailMultiLabelDataset`
     is accepted (``caption_source='file'`` reads the descriptive captions of
     ``toy_lt_captions.txt``, which covers both splits).
+
+    ``split='val'`` / ``holdout_val=True``: the held-out validation split
+    (see :class:`LongTailMultiLabelDataset`); the honest-protocol quickstart
+    ``configs/lmclip_toy_mlt_tiny_honest.py`` uses it.
     """
 
     def __init__(self,

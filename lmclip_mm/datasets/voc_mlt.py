@@ -22,6 +22,11 @@ class VOCMLT(LongTailMultiLabelDataset):
     pipeline=[...])``. Every other argument of
     :class:`LongTailMultiLabelDataset` (``caption_source``,
     ``check_images``, the thresholds, the file paths, ...) is accepted.
+
+    ``split`` is ``'train'``, ``'val'`` or ``'test'``; ``'val'`` is a
+    stratified ``val_fraction`` (default 0.1, seed ``val_seed=0``) of the
+    train list, which ``split='train', holdout_val=True`` then leaves out
+    (see :class:`LongTailMultiLabelDataset`).
     """
 
     def __init__(self,

@@ -103,7 +103,7 @@ def test_caption_source_file_needs_a_file(tiny_set):
 def test_bad_split_name(tiny_set):
     root, args = tiny_set()
     with pytest.raises(ValueError, match="split must be one of"):
-        LongTailMultiLabelDataset(split='val', **args)
+        LongTailMultiLabelDataset(split='valid', **args)
 
 
 def test_caption_reaches_the_packed_data_sample(tiny_set):
