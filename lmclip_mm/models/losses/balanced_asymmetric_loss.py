@@ -263,7 +263,7 @@ class BalancedAsymmetricLoss(nn.Module):
                 class_weight=class_weight,
                 batch_max=batch_max)
             loss = loss.mean() * -self.loss_weight
-            return loss if share is None or share == 1 else loss * share
+            return loss if share is None else loss * share
 
     def extra_repr(self) -> str:
         return (f'gamma_pos={self.gamma_pos}, gamma_neg={self.gamma_neg}, '

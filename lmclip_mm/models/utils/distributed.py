@@ -40,10 +40,10 @@ def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     return _AllGatherWithGrad.apply(tensor)
 
 
-def global_batch_size(n: int, device) -> int:
-    """The sum of ``n`` over all ranks (``n`` without a process group)."""
-    if get_world_size() == 1:
-        return n
-    total = torch.tensor([n], dtype=torch.int64, device=device)
-    dist.all_reduce(total, op=dist.ReduceOp.SUM)
-    return int(total.item())
+def global_batch_size(n: int, device) -> torch.Tensor:
+    """The sum of ``n`` over all ranks, as a float32 scalar tensor on
+    ``device`` (no host synchronisation)."""
+    total = torch.tensor(float(n), dtype=torch.float32, device=device)
+    if get_world_size() > 1:
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total
