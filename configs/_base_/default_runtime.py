@@ -15,7 +15,7 @@ default_hooks = dict(
         type='AtomicCheckpointHook',
         interval=1,
         max_keep_ckpts=1,
-        save_best=['multi-label/mAP', 'multi-label/mAP_tail'],
+        save_best=['long-tail/mAP', 'long-tail/mAP_tail'],
         rule=['greater', 'greater']),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='VisualizationHook', enable=False),

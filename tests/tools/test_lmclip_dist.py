@@ -43,7 +43,7 @@ def _records(work_dir):
 
 
 def _val(work_dir):
-    return [r for r in _records(work_dir) if 'multi-label/mAP' in r]
+    return [r for r in _records(work_dir) if 'long-tail/mAP' in r]
 
 
 @pytest.fixture(scope='module')
@@ -83,8 +83,8 @@ def test_dist_train_lmclip_two_processes(dist_run):
     val = _val(work_dir)
     assert [r['step'] for r in val] == [1, 2]
     assert 'multi-label results on 345 images' in log
-    assert list(work_dir.glob('best_multi-label_mAP_epoch_*.pth'))
-    assert list(work_dir.glob('best_multi-label_mAP_tail_epoch_*.pth'))
+    assert list(work_dir.glob('best_long-tail_mAP_epoch_*.pth'))
+    assert list(work_dir.glob('best_long-tail_mAP_tail_epoch_*.pth'))
 
 
 def test_dist_test_equals_one_process(dist_run, tool, toy_root, tmp_path):
@@ -105,8 +105,8 @@ def test_dist_test_equals_one_process(dist_run, tool, toy_root, tmp_path):
         assert outs['two'][key] == pytest.approx(value, abs=1e-6), key
     # and the 2-process validation of the same weights during training
     last = _val(work_dir)[-1]
-    assert last['multi-label/mAP'] == pytest.approx(
-        outs['one']['multi-label/mAP'], abs=1e-3)
+    assert last['long-tail/mAP'] == pytest.approx(
+        outs['one']['long-tail/mAP'], abs=1e-3)
 
 
 def test_resume_two_process_run(dist_run, tool, toy_root, tmp_path):

@@ -43,7 +43,7 @@ custom_hooks = [
     assert not torch.equal(ckpt['state_dict'][key], ema['module.' + key])
     records = [json.loads(x) for x in next(
         work.glob('*/vis_data/scalars.json')).read_text().splitlines()]
-    val = [r for r in records if 'multi-label/mAP' in r]
+    val = [r for r in records if 'long-tail/mAP' in r]
     assert [r['step'] for r in val] == [1, 2]
 
     # tools/test.py on the checkpoint evaluates the averaged weights: the
@@ -53,5 +53,5 @@ custom_hooks = [
           '--out', out, '--out-item', 'metrics', '--cfg-options', *roots])
     tested = json.loads(out.read_text())
     for name in ('mAP', 'mAP_head', 'mAP_middle', 'mAP_tail', 'AUROC'):
-        assert tested[f'multi-label/{name}'] == pytest.approx(
-            val[-1][f'multi-label/{name}'], abs=1e-3), name
+        assert tested[f'long-tail/{name}'] == pytest.approx(
+            val[-1][f'long-tail/{name}'], abs=1e-3), name

@@ -22,7 +22,7 @@ def _options(root, *extra):
 def _val_records(work_dir):
     scalars = next(work_dir.glob('*/vis_data/scalars.json'))
     records = [json.loads(x) for x in scalars.read_text().splitlines()]
-    return [r for r in records if 'multi-label/mAP' in r]
+    return [r for r in records if 'long-tail/mAP' in r]
 
 
 @pytest.fixture(scope='module')
@@ -45,15 +45,15 @@ def test_short_quickstart_learns(short_run):
     assert [r['step'] for r in val] == [5, 10]
     last = val[-1]
     for key in ('mAP', 'mAP_head', 'mAP_middle', 'mAP_tail'):
-        assert last[f'multi-label/{key}'] > 2.5 * CHANCE_MAP, (key, last)
-    assert last['multi-label/mAP'] > val[0]['multi-label/mAP']
-    assert last['multi-label/AUROC'] > 75
+        assert last[f'long-tail/{key}'] > 2.5 * CHANCE_MAP, (key, last)
+    assert last['long-tail/mAP'] > val[0]['long-tail/mAP']
+    assert last['long-tail/AUROC'] > 75
     log = proc.stdout + proc.stderr
     assert 'multi-label results on 345 images' in log
     assert '| tail ' in log
     # the best checkpoints by overall and by tail mAP are kept separately
-    assert list(work_dir.glob('best_multi-label_mAP_epoch_*.pth'))
-    assert list(work_dir.glob('best_multi-label_mAP_tail_epoch_*.pth'))
+    assert list(work_dir.glob('best_long-tail_mAP_epoch_*.pth'))
+    assert list(work_dir.glob('best_long-tail_mAP_tail_epoch_*.pth'))
 
 
 @pytest.fixture(scope='module')
@@ -69,9 +69,9 @@ def tested(short_run, tool, toy_root, tmp_path_factory):
 def test_test_tool_reproduces_the_validation(short_run, tested):
     last = _val_records(short_run[0])[-1]
     for key in ('mAP', 'mAP_head', 'mAP_middle', 'mAP_tail', 'AUROC'):
-        assert tested[f'multi-label/{key}'] == pytest.approx(
-            last[f'multi-label/{key}'], abs=1e-3)
-    assert len(tested['multi-label/AP_classwise']) == 20
+        assert tested[f'long-tail/{key}'] == pytest.approx(
+            last[f'long-tail/{key}'], abs=1e-3)
+    assert len(tested['long-tail/AP_classwise']) == 20
 
 
 def test_zero_shot_from_a_local_weights_file(short_run, tested, tool,
@@ -90,8 +90,8 @@ def test_zero_shot_from_a_local_weights_file(short_run, tested, tool,
           '--out', out, '--out-item', 'metrics', '--cfg-options',
           *_options(toy_root, f'model.clip.pretrained={weights}')])
     zs = json.loads(out.read_text())
-    assert zs['multi-label/mAP'] == pytest.approx(
-        tested['multi-label/mAP'], abs=1e-3)
+    assert zs['long-tail/mAP'] == pytest.approx(
+        tested['long-tail/mAP'], abs=1e-3)
 
 
 def test_zero_shot_random_model_is_near_chance(tool, toy_root, short_run,
@@ -100,7 +100,7 @@ def test_zero_shot_random_model_is_near_chance(tool, toy_root, short_run,
     tool(['test.py', REPO_CFG, '--zero-shot', '--work-dir', tmp_path,
           '--out', out, '--out-item', 'metrics', '--cfg-options',
           *_options(toy_root)])
-    assert json.loads(out.read_text())['multi-label/mAP'] < 2 * CHANCE_MAP
+    assert json.loads(out.read_text())['long-tail/mAP'] < 2 * CHANCE_MAP
 
 
 def test_test_tool_needs_checkpoint_or_zero_shot(tool):
@@ -138,7 +138,7 @@ def test_plot_class_ap_writes_png(tested, tool, toy_root, tmp_path):
 
 def test_plot_class_ap_explains_missing_classwise(tool, toy_root, tmp_path):
     results = tmp_path / 'metrics.json'
-    results.write_text(json.dumps({'multi-label/mAP': 1.0}))
+    results.write_text(json.dumps({'long-tail/mAP': 1.0}))
     proc = tool(['analysis/plot_class_ap.py', REPO_CFG, results, '--out',
                  tmp_path / 'x.png', '--cfg-options', *_options(toy_root)],
                 check=False)
@@ -153,8 +153,8 @@ def test_full_quickstart_learns(tool, tmp_path):
           '--cfg-options', *_options(tmp_path / 'toy')])
     last = _val_records(tmp_path / 'wd')[-1]
     assert last['step'] == 30
-    assert last['multi-label/mAP'] > 6 * CHANCE_MAP, last
-    assert last['multi-label/mAP_tail'] > 5 * CHANCE_MAP, last
+    assert last['long-tail/mAP'] > 6 * CHANCE_MAP, last
+    assert last['long-tail/mAP_tail'] > 5 * CHANCE_MAP, last
 
 
 def test_dist_test_two_processes_equals_one(short_run, tested, tool,

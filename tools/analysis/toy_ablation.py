@@ -93,8 +93,8 @@ def final_metrics(work_dir):
     path = osp.join(work_dir, runs[-1], 'vis_data', 'scalars.json')
     with open(path, encoding='utf-8') as f:
         records = [json.loads(line) for line in f]
-    val = [r for r in records if 'multi-label/mAP' in r]
-    return {k: val[-1][f'multi-label/{k}'] for k in KEYS}
+    val = [r for r in records if 'long-tail/mAP' in r]
+    return {k: val[-1][f'long-tail/{k}'] for k in KEYS}
 
 
 def format_table(rows):

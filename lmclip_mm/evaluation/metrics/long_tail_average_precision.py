@@ -13,18 +13,28 @@ Conventions (same as mmpretrain's ``_average_precision``):
   ``-1`` (e.g. "difficult") is ignored for that class;
 * results are in percent.
 
-Classes whose AP is undefined
------------------------------
+Classes without a positive
+--------------------------
 mmpretrain's ``_average_precision`` returns **0** for a class with no positive
-sample (``0 / max(0, eps)``), which silently drags mAP down, and crashes
-(``IndexError``) for a class whose targets are all ``-1``. Here a class with no
-positive in the evaluated set has an *undefined* AP: it is **excluded** from
-``mAP`` and from its group mean, a :class:`UndefinedMetricWarning` naming it is
-emitted (sklearn warns likewise), and its entry in ``AP_classwise`` is
-``nan``. For AUROC a class also needs at least one negative: classes without
-both a positive and a negative are excluded from ``AUROC`` (same warning). If
-no class of a mean is left (e.g. a group none of whose classes has a positive
-in a small validation subset), that mean is ``nan`` and a warning says so.
+sample (``0 / max(0, eps)``) and so does scikit-learn's
+``average_precision_score`` (used by the paper's code, whose mAP is the
+``nanmean`` of those per-class APs). By default (``no_positive='zero'``) such
+a class therefore counts with AP 0 in ``mAP`` and in its group mean, so that
+the same scores give the same mAP as mmpretrain's ``AveragePrecision`` and the
+paper's code; an :class:`UndefinedMetricWarning` naming the classes is
+emitted. ``no_positive='exclude'`` leaves them out of the means instead (their
+``AP_classwise`` entry is ``nan``; a mean none of whose classes is left is
+``nan``, with a warning). A class whose targets are all ``-1`` (mmpretrain
+raises ``IndexError``) is treated as a class without positive. For AUROC a
+class needs a positive and a negative: classes without both are always
+excluded from ``AUROC`` (same warning).
+
+Image subsets
+-------------
+As the paper's ``test.py``, ``mAP_single_label`` and ``mAP_multi_label`` are
+the mAP over the images with exactly one positive class and with more than one
+(same rule for classes without positive in the subset, no warning; ``nan``
+when the subset is empty).
 
 Tied scores
 -----------
@@ -133,6 +143,28 @@ def _nanmean_or_nan(values: np.ndarray) -> float:
     return float(values.mean()) if values.size else float('nan')
 
 
+NO_POSITIVE_RULES = ('zero', 'exclude')
+
+
+def _class_ap(pred: torch.Tensor, target: torch.Tensor,
+              no_positive: str) -> tuple:
+    """Per-class AP (%, float64, ``(C,)``) by mmpretrain's code; classes
+    without a positive get 0 (``'zero'``) or nan (``'exclude'``). Also
+    returns the positive mask."""
+    num_classes = pred.shape[1]
+    valid = target > -1
+    pos = (target == 1) & valid
+    has_pos = pos.any(0)
+    ap = np.full(num_classes,
+                 0.0 if no_positive == 'zero' else np.nan)
+    ap_defined = torch.nonzero(has_pos).flatten()
+    if ap_defined.numel():
+        ap[ap_defined.numpy()] = AveragePrecision.calculate(
+            pred[:, ap_defined], target[:, ap_defined],
+            average=None).double().numpy()
+    return ap, pos, valid, has_pos
+
+
 def long_tail_average_precision(
         pred: Union[torch.Tensor, np.ndarray],
         target: Union[torch.Tensor, np.ndarray],
@@ -141,7 +173,9 @@ def long_tail_average_precision(
         tail_classes: Optional[Sequence[int]] = None,
         apply_softmax: bool = False,
         classwise: bool = False,
-        class_names: Optional[Sequence[str]] = None) -> Dict[str, object]:
+        class_names: Optional[Sequence[str]] = None,
+        no_positive: str = 'zero',
+        subsets: bool = False) -> Dict[str, object]:
     """mAP (all / head / middle / tail classes) and macro AUROC, in percent.
 
     Args:
@@ -152,14 +186,23 @@ def long_tail_average_precision(
             group; a group that is ``None`` gets no ``mAP_<group>`` key.
         apply_softmax: softmax each sample's scores over the classes first
             (the LM-CLIP paper's protocol).
-        classwise: also return ``AP_classwise`` (list of C floats, ``nan``
-            for undefined classes).
+        classwise: also return ``AP_classwise`` (list of C floats).
         class_names: only used to name classes in warnings.
+        no_positive: ``'zero'`` (default: AP 0 for a class without a
+            positive, as mmpretrain and scikit-learn) or ``'exclude'`` (left
+            out of the means, ``nan`` in ``AP_classwise``). Warned either way.
+        subsets: also return ``mAP_single_label`` and ``mAP_multi_label``,
+            the mAP over the images with exactly one / more than one
+            positive (the paper's ``test.py``).
 
     Returns:
         dict: ``mAP``, ``mAP_head`` / ``mAP_middle`` / ``mAP_tail`` (for the
-        given groups), ``AUROC`` and optionally ``AP_classwise``.
+        given groups), ``AUROC``, optionally ``mAP_single_label`` /
+        ``mAP_multi_label`` and ``AP_classwise``.
     """
+    if no_positive not in NO_POSITIVE_RULES:
+        raise ValueError(f'no_positive must be one of {NO_POSITIVE_RULES}, '
+                         f'got {no_positive!r}')
     pred = to_tensor(pred).detach().cpu()
     target = to_tensor(target).detach().cpu()
     assert pred.ndim == 2 and pred.shape == target.shape, \
@@ -169,31 +212,25 @@ def long_tail_average_precision(
         pred = torch.softmax(pred, dim=1)
     num_classes = pred.shape[1]
 
-    valid = target > -1
-    pos = (target == 1) & valid
-    has_pos = pos.any(0)
+    # --- AP: mmpretrain's implementation
+    ap, pos, valid, has_pos = _class_ap(pred, target, no_positive)
     has_neg = (valid & ~pos).any(0)
-
-    # --- AP: mmpretrain's implementation, on the classes where it is defined
-    ap = np.full(num_classes, np.nan)
-    ap_defined = torch.nonzero(has_pos).flatten()
-    if ap_defined.numel():
-        ap[ap_defined.numpy()] = AveragePrecision.calculate(
-            pred[:, ap_defined], target[:, ap_defined],
-            average=None).double().numpy()
     no_pos = torch.nonzero(~has_pos).flatten().tolist()
     if no_pos:
+        how = ('counted with AP 0 in mAP and the group mAPs (as mmpretrain '
+               "and scikit-learn; no_positive='exclude' leaves them out)"
+               if no_positive == 'zero' else
+               'excluded from mAP and the group mAPs')
         warnings.warn(
             f'{len(no_pos)} of {num_classes} classes have no positive sample '
-            'in the evaluated set; their AP and AUROC are undefined and they '
-            'are excluded from mAP, the group mAPs and AUROC: '
-            f'{_describe(no_pos, class_names)}',
+            f'in the evaluated set; their AP is undefined and {how}; they '
+            f'are excluded from AUROC: {_describe(no_pos, class_names)}',
             UndefinedMetricWarning,
             stacklevel=2)
 
     results: Dict[str, object] = {}
     results['mAP'] = _nanmean_or_nan(ap)
-    if not ap_defined.numel():
+    if not has_pos.any() and no_positive == 'exclude':
         warnings.warn('No class has a positive sample: mAP is nan.',
                       UndefinedMetricWarning, stacklevel=2)
 
@@ -226,6 +263,17 @@ def long_tail_average_precision(
             stacklevel=2)
     results['AUROC'] = _nanmean_or_nan(auc) * 100.0
 
+    # --- the images with one / several positives (the paper's test.py)
+    if subsets:
+        num_pos = pos.sum(1)
+        for key, rows in (('mAP_single_label', num_pos == 1),
+                          ('mAP_multi_label', num_pos > 1)):
+            if not rows.any():
+                results[key] = float('nan')
+                continue
+            sub_ap = _class_ap(pred[rows], target[rows], no_positive)[0]
+            results[key] = _nanmean_or_nan(sub_ap)
+
     if classwise:
         results['AP_classwise'] = ap.tolist()
     return results
@@ -237,18 +285,23 @@ class LongTailAveragePrecision(AveragePrecision):
     multi-label classification (LM-CLIP).
 
     A subclass of mmpretrain's :class:`AveragePrecision` (same ``process``,
-    same per-class AP code). Reported keys, with the default prefix
-    ``multi-label`` (mmpretrain's, kept)::
+    same per-class AP code, and by default the same ``mAP`` for the same
+    scores). Reported keys, with the default prefix ``long-tail`` (its own,
+    so that it can sit in one evaluator with mmpretrain's
+    ``AveragePrecision``/``VOCAveragePrecision``, whose prefix is
+    ``multi-label``)::
 
-        multi-label/mAP
-        multi-label/mAP_head      (when the head group is known)
-        multi-label/mAP_middle    (when the middle group is known)
-        multi-label/mAP_tail      (when the tail group is known)
-        multi-label/AUROC
-        multi-label/AP_classwise  (a list of C floats; classwise=True only)
+        long-tail/mAP
+        long-tail/mAP_head          (when the head group is known)
+        long-tail/mAP_middle        (when the middle group is known)
+        long-tail/mAP_tail          (when the tail group is known)
+        long-tail/AUROC
+        long-tail/mAP_single_label  (images with one positive; subsets=True)
+        long-tail/mAP_multi_label   (images with several; subsets=True)
+        long-tail/AP_classwise      (a list of C floats; classwise=True only)
 
-    e.g. ``default_hooks = dict(checkpoint=dict(save_best=['multi-label/mAP',
-    'multi-label/mAP_tail'], rule='greater'))``.
+    e.g. ``default_hooks = dict(checkpoint=dict(save_best=['long-tail/mAP',
+    'long-tail/mAP_tail'], rule='greater'))``.
 
     The class groups (lists of class indices, or class names if the
     dataset's ``metainfo`` has ``classes``) are taken from the arguments when
@@ -256,22 +309,26 @@ class LongTailAveragePrecision(AveragePrecision):
     ``middle_classes``, ``tail_classes``; mmengine's loops set
     ``metric.dataset_meta = dataset.metainfo``). A group found in neither
     gets no key (warned once). See the module docstring for classes with no
-    positive (excluded from the means, warned) and for tied scores.
+    positive (AP 0 by default, as mmpretrain; warned) and for tied scores.
 
     Args:
         apply_softmax (bool): softmax each image's scores over the classes
             before computing AP / AUROC (the LM-CLIP paper's protocol).
             Defaults to False.
-        classwise (bool): also report ``AP_classwise`` (``nan`` for classes
-            without a positive). Defaults to False.
+        classwise (bool): also report ``AP_classwise``. Defaults to False.
+        no_positive (str): a class without a positive sample counts with
+            AP ``'zero'`` (default, as mmpretrain's ``AveragePrecision`` and
+            the paper's code) or is ``'exclude'``-d from the means.
+        subsets (bool): also report ``mAP_single_label`` and
+            ``mAP_multi_label`` (the paper's ``test.py``). Defaults to True.
         head_classes, middle_classes, tail_classes (Sequence[int | str],
             optional): override the groups of ``dataset_meta``.
         show_table (bool): log a table of mAP (all / head / middle / tail)
             and AUROC after each evaluation. Defaults to True.
         collect_device (str): 'cpu' or 'gpu'. Defaults to 'cpu'.
-        prefix (str, optional): defaults to ``'multi-label'``.
+        prefix (str, optional): defaults to ``'long-tail'``.
     """
-    default_prefix: Optional[str] = 'multi-label'
+    default_prefix: Optional[str] = 'long-tail'
 
     def __init__(self,
                  apply_softmax: bool = False,
@@ -280,10 +337,17 @@ class LongTailAveragePrecision(AveragePrecision):
                  middle_classes: Optional[Sequence[Union[int, str]]] = None,
                  tail_classes: Optional[Sequence[Union[int, str]]] = None,
                  show_table: bool = True,
+                 no_positive: str = 'zero',
+                 subsets: bool = True,
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None) -> None:
         super().__init__(
             average='macro', collect_device=collect_device, prefix=prefix)
+        if no_positive not in NO_POSITIVE_RULES:
+            raise ValueError(f'no_positive must be one of '
+                             f'{NO_POSITIVE_RULES}, got {no_positive!r}')
+        self.no_positive = no_positive
+        self.subsets = subsets
         self.apply_softmax = apply_softmax
         self.show_table = show_table
         self.classwise = classwise
@@ -341,7 +405,9 @@ class LongTailAveragePrecision(AveragePrecision):
             tail_classes=groups['tail'],
             apply_softmax=self.apply_softmax,
             classwise=self.classwise,
-            class_names=self._class_names())
+            class_names=self._class_names(),
+            no_positive=self.no_positive,
+            subsets=self.subsets)
         if self.show_table:
             print_log(
                 '\n' + format_summary_table(metrics, groups, pred.shape[1],
@@ -352,7 +418,9 @@ class LongTailAveragePrecision(AveragePrecision):
 
 _TABLE_ROWS = (('mAP', 'all'), ('mAP_head', 'head'),
                ('mAP_middle', 'middle'), ('mAP_tail', 'tail'),
-               ('AUROC', 'AUROC (macro)'))
+               ('AUROC', 'AUROC (macro)'),
+               ('mAP_single_label', 'single-label images'),
+               ('mAP_multi_label', 'multi-label images'))
 
 
 def format_summary_table(metrics: Dict[str, object],

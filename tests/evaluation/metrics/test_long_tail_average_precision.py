@@ -18,7 +18,7 @@ from lmclip_mm.evaluation.metrics.long_tail_average_precision import (
 
 N, C = 200, 12
 HEAD, MIDDLE, TAIL = [0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]
-PREFIX = 'multi-label/'
+PREFIX = 'long-tail/'
 
 
 def make_data(seed, ties=False, n=N, c=C):
@@ -87,7 +87,8 @@ def test_matches_sklearn_tie_free(seed):
     ap, auc = sk_ap(score, target), sk_auc(score, target)
     assert set(res) == {
         PREFIX + k
-        for k in ('mAP', 'mAP_head', 'mAP_middle', 'mAP_tail', 'AUROC')
+        for k in ('mAP', 'mAP_head', 'mAP_middle', 'mAP_tail', 'AUROC',
+                  'mAP_single_label', 'mAP_multi_label')
     }
     assert res[PREFIX + 'mAP'] == pytest.approx(ap.mean(), abs=1e-4)
     assert res[PREFIX + 'mAP_head'] == pytest.approx(ap[HEAD].mean(), abs=1e-4)
@@ -195,7 +196,7 @@ def test_class_without_positive_is_excluded_with_warning():
         head_classes=HEAD,
         middle_classes=MIDDLE,
         tail_classes=TAIL)
-    metric = LongTailAveragePrecision(classwise=True)
+    metric = LongTailAveragePrecision(classwise=True, no_positive='exclude')
     with pytest.warns(UndefinedMetricWarning) as record:
         res = run_metric(metric, score, target, meta=meta)
     messages = [str(w.message) for w in record]
@@ -222,7 +223,7 @@ def test_group_without_any_positive_is_nan_with_warning():
     target[:, TAIL] = 0
     with pytest.warns(UndefinedMetricWarning) as record:
         res = long_tail_average_precision(
-            score, target, HEAD, MIDDLE, TAIL)
+            score, target, HEAD, MIDDLE, TAIL, no_positive='exclude')
     messages = [str(w.message) for w in record]
     assert any('no positive' in m and '8, 9, 10, 11' in m for m in messages)
     assert any('tail group' in m and 'mAP_tail is nan' in m
@@ -283,7 +284,8 @@ def test_no_groups_reports_map_and_auroc_with_one_warning():
     metric = LongTailAveragePrecision()
     with pytest.warns(UserWarning, match='not reported') as record:
         res = run_metric(metric, score, target)
-    assert set(res) == {PREFIX + 'mAP', PREFIX + 'AUROC'}
+    assert set(res) == {PREFIX + k for k in (
+        'mAP', 'AUROC', 'mAP_single_label', 'mAP_multi_label')}
     assert len([w for w in record if 'not reported' in str(w.message)]) == 1
     with warnings.catch_warnings():
         warnings.simplefilter('error')  # no second warning
@@ -366,3 +368,98 @@ def test_summary_table_is_logged_with_every_group(capsys):
     quiet.process([], samples)
     quiet.compute_metrics(quiet.results)
     assert 'multi-label results' not in capsys.readouterr().out
+
+
+# --- mmpretrain's AP conventions and keys (issue 13, item 2) --------------
+
+MMPRETRAIN_PRED = torch.tensor([[0.9, 0.8, 0.3, 0.2], [0.1, 0.2, 0.2, 0.1],
+                                [0.7, 0.5, 0.9, 0.3], [0.8, 0.1, 0.1, 0.2]])
+MMPRETRAIN_TRUE = torch.tensor([[1, 1, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0],
+                                [1, 0, 0, 0]])
+
+
+def _samples(pred, true):
+    return [DataSample(num_classes=pred.shape[1]).set_pred_score(p)
+            .set_gt_label(torch.nonzero(t).flatten())
+            for p, t in zip(pred, true)]
+
+
+def test_default_map_equals_mmpretrain_on_its_fixture_and_both_fit_one_evaluator():
+    """mmpretrain's TestAveragePrecision fixture: class 3 has no positive;
+    mmpretrain counts AP 0 (70.83), so does the default here; both metrics
+    sit in one evaluator (no key collision)."""
+    evaluator = Evaluator([METRICS.build(cfg) for cfg in (
+        dict(type='AveragePrecision'),
+        dict(type='LongTailAveragePrecision', classwise=True))])
+    evaluator.process(_samples(MMPRETRAIN_PRED, MMPRETRAIN_TRUE))
+    with pytest.warns(UndefinedMetricWarning, match='counted with AP 0'):
+        res = evaluator.evaluate(4)
+    assert res['multi-label/mAP'] == pytest.approx(70.83333, abs=1e-4)
+    assert res['long-tail/mAP'] == pytest.approx(res['multi-label/mAP'],
+                                                 abs=1e-5)
+    # scikit-learn (the paper's evaluate_mlc: nanmean of sklearn's APs)
+    sk = average_precision_score(MMPRETRAIN_TRUE.numpy(),
+                                 MMPRETRAIN_PRED.numpy(), average=None)
+    assert res['long-tail/mAP'] == pytest.approx(np.nanmean(sk) * 100,
+                                                 abs=1e-4)
+    assert res['long-tail/AP_classwise'][3] == 0.0
+
+    # the exclusion stays available
+    excl = LongTailAveragePrecision(no_positive='exclude', classwise=True)
+    excl.process(None, [s.to_dict() for s in _samples(MMPRETRAIN_PRED,
+                                                      MMPRETRAIN_TRUE)])
+    with pytest.warns(UndefinedMetricWarning, match='excluded from mAP'):
+        res2 = excl.evaluate(4)
+    assert res2['long-tail/mAP'] == pytest.approx(94.44444, abs=1e-4)
+    assert math.isnan(res2['long-tail/AP_classwise'][3])
+    with pytest.raises(ValueError, match='no_positive'):
+        LongTailAveragePrecision(no_positive='drop')
+
+
+def test_default_zero_rule_on_groups_matches_sklearn():
+    score, target = make_data(3)
+    target[:, 9] = 0
+    with pytest.warns(UndefinedMetricWarning, match='9 \\(c9\\)'):
+        res = long_tail_average_precision(
+            score, target, HEAD, MIDDLE, TAIL, classwise=True,
+            class_names=[f'c{k}' for k in range(C)])
+    ap = average_precision_score(target, score, average=None) * 100
+    assert ap[9] == 0
+    assert res['mAP'] == pytest.approx(ap.mean(), abs=1e-4)
+    assert res['mAP_tail'] == pytest.approx(ap[TAIL].mean(), abs=1e-4)
+    keep = [k for k in range(C) if k != 9]
+    assert res['AUROC'] == pytest.approx(
+        sk_auc(score[:, keep], target[:, keep]).mean(), abs=1e-8)
+
+
+def test_single_and_multi_label_image_subsets_match_sklearn():
+    """The paper's test.py: mAP over the images with one positive and over
+    those with several, computed with sklearn on the subsets."""
+    score, target = make_data(12)
+    target[:3] = 0  # images without a positive are in neither subset
+    res = run_metric(LongTailAveragePrecision(apply_softmax=True,
+                                              head_classes=HEAD,
+                                              middle_classes=MIDDLE,
+                                              tail_classes=TAIL),
+                     score, target)
+    sm = softmax(score)
+    n_pos = target.sum(1)
+    for key, rows in (('mAP_single_label', n_pos == 1),
+                      ('mAP_multi_label', n_pos > 1)):
+        assert rows.sum() > 10
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # sklearn: classes w/o positive
+            ap = average_precision_score(target[rows], sm[rows],
+                                         average=None)
+        assert res[PREFIX + key] == pytest.approx(np.nanmean(ap) * 100,
+                                                  abs=1e-4), key
+    assert res[PREFIX + 'mAP_single_label'] != pytest.approx(
+        res[PREFIX + 'mAP'], abs=1e-2)
+    # an empty subset is nan; subsets=False drops the keys
+    single_only = np.zeros((4, 3), np.int64)
+    single_only[np.arange(4), [0, 1, 2, 0]] = 1
+    out = long_tail_average_precision(np.random.rand(4, 3), single_only,
+                                      subsets=True)
+    assert math.isnan(out['mAP_multi_label'])
+    assert 'mAP_single_label' not in long_tail_average_precision(
+        np.random.rand(4, 3), single_only)
