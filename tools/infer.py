@@ -68,6 +68,7 @@ def main(argv=None):
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
+    launch.track_config(cfg)
     if args.trust_checkpoint:
         launch.trust_from_cli([args.checkpoint])
     inferencer = build_inferencer(cfg, args.checkpoint, args.device)

@@ -132,7 +132,7 @@ def main(argv=None):
                          'path of the output file before using `--out-item`.')
 
     cfg = Config.fromfile(args.config)
-    cfg = merge_args(cfg, args)
+    cfg = launch.track_config(merge_args(cfg, args))
     if args.trust_checkpoint:
         launch.trust_from_cli([cfg.load_from], cfg)
     launch.init_distributed(args.launcher, cfg)

@@ -123,7 +123,7 @@ def merge_args(cfg, args):
 def main(argv=None):
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
-    cfg = merge_args(cfg, args)
+    cfg = launch.track_config(merge_args(cfg, args))
 
     if args.trust_checkpoint:
         launch.trust_from_cli([

@@ -12,10 +12,12 @@ semantics, plus the two fixes the tools need on top of mmengine 0.10.x:
   gloo process group itself in that case (mmengine then skips its own init)
   and selects :class:`~lmclip_mm.models.wrappers.DeviceAgnosticDDP`.
 """
+import difflib
 import os
+import re
 import sys
 from copy import deepcopy
-from typing import Optional
+from typing import List, Optional
 
 import torch
 import torch.distributed as torch_dist
@@ -154,12 +156,120 @@ def _short_message(err: BaseException) -> str:
     return f'{type(err).__name__}: {message}'
 
 
+#: the config a tool is running, for :func:`registry_error_message`
+_tool_cfg: Optional[Config] = None
+
+
+def track_config(cfg: Config) -> Config:
+    """Remember the (merged) config a tool runs, so that :func:`run_cli`
+    can name the config key of an unknown ``type``. Returns ``cfg``."""
+    global _tool_cfg
+    _tool_cfg = cfg
+    return cfg
+
+
+_NOT_REGISTERED = re.compile(
+    r"(?P<type>[^\s'\"`]+) is not in the (?:(?P<scope>[\w.-]+)::)?"
+    r'(?P<name>[\w ._-]+?) registry')
+
+
+def _find_registry(scope: Optional[str], name: str):
+    from mmengine import registry as mm_registry
+    roots = [r for r in vars(mm_registry).values()
+             if isinstance(r, mm_registry.Registry)]
+    todo, seen = list(roots), set()
+    while todo:
+        reg = todo.pop()
+        if id(reg) in seen:
+            continue
+        seen.add(id(reg))
+        if reg.name == name and (scope is None or reg.scope == scope):
+            return reg
+        todo.extend(reg.children.values())
+    return None
+
+
+def _registered_names(reg) -> List[str]:
+    """The names ``reg`` resolves: its own, its ancestors' and, with the
+    scope prefix, its descendants'."""
+    names = set(reg.module_dict)
+    parent = reg.parent
+    while parent is not None:
+        names.update(parent.module_dict)
+        parent = parent.parent
+    todo = list(reg.children.values())
+    while todo:
+        child = todo.pop()
+        names.update(f'{child.scope}.{n}' for n in child.module_dict)
+        todo.extend(child.children.values())
+    return sorted(names)
+
+
+def _type_paths(node, obj_type: str, path: str = '') -> List[str]:
+    """Config key paths of the dicts whose ``type`` is ``obj_type``."""
+    found = []
+    if isinstance(node, dict):
+        if node.get('type') == obj_type:
+            found.append(path or '<config>')
+        for key, value in node.items():
+            found += _type_paths(value, obj_type,
+                                 f'{path}.{key}' if path else str(key))
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            found += _type_paths(value, obj_type, f'{path}[{i}]')
+    return found
+
+
+def registry_error_message(err: BaseException,
+                           cfg: Optional[Config] = None) -> Optional[str]:
+    """One line for mmengine's "X is not in the S::N registry" KeyError:
+    the config key(s) with that ``type`` and the closest registered names.
+    None for any other error."""
+    m = _NOT_REGISTERED.search(str(err))
+    if not isinstance(err, KeyError) or m is None:
+        return None
+    obj_type, scope, name = m.group('type', 'scope', 'name')
+    where = f'{scope}::{name}' if scope else name
+    paths = _type_paths(cfg.to_dict() if cfg is not None else {}, obj_type)
+    prefix = f'{", ".join(paths)}: ' if paths else ''
+    message = f"{prefix}type '{obj_type}' is not registered in {where}"
+    reg = _find_registry(scope, name)
+    if reg is None:
+        return message
+    names = _registered_names(reg)
+    by_lower = {n.lower(): n for n in names}
+    ratio = {n: difflib.SequenceMatcher(None, obj_type.lower(), n).ratio()
+             for n in by_lower}
+    best = max(ratio.values(), default=0.0)
+    # the closest names: a clear typo gets one suggestion
+    close = [by_lower[n] for n in sorted(ratio, key=lambda n: -ratio[n])
+             if ratio[n] >= max(0.6, 0.9 * best)][:3]
+    if len(close) == 1:
+        return f"{message}; did you mean '{close[0]}'?"
+    if close:
+        return message + '; did you mean one of ' + ', '.join(
+            f"'{n}'" for n in close) + '?'
+    return (f'{message} (nor is any registered name close to it; is the '
+            'module that registers it in custom_imports?)')
+
+
 def run_cli(main, argv=None):
-    """Call a tool's ``main``; bad input exits 1 with a one-line message."""
+    """Call a tool's ``main``; bad input exits 1 with a one-line message.
+
+    Bad input: the errors of :func:`user_errors`, and a ``type`` of the
+    config that no registry knows (see :func:`registry_error_message`).
+    ``LMCLIP_TRACEBACK=1`` raises them with their traceback instead.
+    """
     try:
         return main(argv)
     except user_errors() as err:
         if os.environ.get('LMCLIP_TRACEBACK'):
             raise
         print(f'error: {_short_message(err)}', file=sys.stderr)
+        sys.exit(1)
+    except KeyError as err:
+        message = registry_error_message(err, _tool_cfg)
+        if message is None or os.environ.get('LMCLIP_TRACEBACK'):
+            raise
+        print(f'error: {message}', file=sys.stderr)
         sys.exit(1)

@@ -84,3 +84,75 @@ def test_trust_from_cli_includes_clip_weights_file(tmp_path):
         assert not ckpt_utils.is_trusted(weights)
     finally:
         ckpt_utils.untrust_all()
+
+
+def _build_error(cfg_dict, registry_name='MODELS'):
+    """The KeyError mmengine raises for ``cfg_dict`` (nested builds wrap
+    it as mmengine does)."""
+    import lmclip_mm  # noqa: F401
+    import mmpretrain.registry as registries
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmpretrain')
+    with pytest.raises(KeyError) as exc:
+        getattr(registries, registry_name).build(cfg_dict)
+    return exc.value
+
+
+def test_registry_error_names_the_config_key_and_the_closest_name():
+    cfg = Config(dict(model=dict(type='LMCLIPClasifier', clip=dict())))
+    err = _build_error(cfg.model)
+    assert launch.registry_error_message(err, cfg) == (
+        "model: type 'LMCLIPClasifier' is not registered in "
+        "mmpretrain::model; did you mean 'LMCLIPClassifier'?")
+    # a nested type, found by searching the config; case-insensitive
+    cfg = Config(dict(model=dict(type='ImageClassifier', backbone=dict(
+        type='ResNet', depth=18), head=dict(
+            type='MultiLabelLinearClsHead', num_classes=2, in_channels=512,
+            loss=dict(type='balancedasymmetricloss')))))
+    err = _build_error(cfg.model)
+    assert launch.registry_error_message(err, cfg) == (
+        "model.head.loss: type 'balancedasymmetricloss' is not registered in "
+        "mmpretrain::model; did you mean 'BalancedAsymmetricLoss'?")
+    # list items; several keys with the same bad type; another registry
+    cfg = Config(dict(custom_hooks=[dict(type='DatasetMetaHook'),
+                                    dict(type='ExactResumeHok')],
+                      extra=dict(type='ExactResumeHok')))
+    err = _build_error(cfg.custom_hooks[1], 'HOOKS')
+    assert launch.registry_error_message(err, cfg) == (
+        "custom_hooks[1], extra: type 'ExactResumeHok' is not registered in "
+        "mmpretrain::hook; did you mean 'ExactResumeHook'?")
+    # nothing close; no config known
+    err = _build_error(dict(type='Zzqxv'), 'DATA_SAMPLERS')
+    assert launch.registry_error_message(err) == (
+        "type 'Zzqxv' is not registered in mmpretrain::data sampler (nor is "
+        'any registered name close to it; is the module that registers it '
+        'in custom_imports?)')
+    # other KeyErrors are not registry errors
+    assert launch.registry_error_message(KeyError('model')) is None
+
+
+def test_run_cli_prints_a_registry_error_as_one_line(capsys, monkeypatch):
+    cfg = launch.track_config(Config(dict(model=dict(type='LMCLIPClasifier'))))
+    err = _build_error(cfg.model)
+
+    def main(argv):
+        raise err
+
+    monkeypatch.delenv('LMCLIP_TRACEBACK', raising=False)
+    with pytest.raises(SystemExit) as exc:
+        launch.run_cli(main)
+    assert exc.value.code == 1
+    assert capsys.readouterr().err == (
+        "error: model: type 'LMCLIPClasifier' is not registered in "
+        "mmpretrain::model; did you mean 'LMCLIPClassifier'?\n")
+    monkeypatch.setenv('LMCLIP_TRACEBACK', '1')
+    with pytest.raises(KeyError):
+        launch.run_cli(main)
+
+    def other(argv):
+        raise KeyError('not a registry error')
+
+    monkeypatch.delenv('LMCLIP_TRACEBACK')
+    with pytest.raises(KeyError):
+        launch.run_cli(other)
+    launch.track_config(None)
