@@ -136,7 +136,7 @@ def test_runner_train_val_test_with_classes_from_the_dataset(tmp_path):
         log_level='WARNING')
     metrics = test_runner.test()
     assert test_runner.model.classes == CLASSES
-    assert 'long-tail/mAP' in metrics
+    assert 'multi-label/mAP' in metrics
     trained = runner.model.state_dict()
     loaded = test_runner.model.state_dict()
     assert trained.keys() == loaded.keys()
