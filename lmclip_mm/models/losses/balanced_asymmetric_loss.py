@@ -95,7 +95,19 @@ class BalancedAsymmetricLoss(nn.Module):
     5. if a gamma is positive:
        ``L *= max(1 - p t - q a, 0) ** (gamma_pos t + gamma_neg a)``
        (gradient through the factor);
-    6. ``loss = loss_weight * -mean(L)`` over all ``N * C`` entries.
+    6. ``loss = loss_weight * -mean(L)`` over all ``N * C`` entries (the
+       paper's reduction, used by ``LMCLIPClassifier``).
+
+    **In an mmpretrain head** the loss follows mmpretrain's loss protocol,
+    exactly as mmpretrain's :class:`~mmpretrain.models.losses.AsymmetricLoss`:
+    ``weight`` (a sample-wise ``(N,)`` weight) multiplies the element-wise
+    loss ``loss_weight * -L``; ``avg_factor`` turns the ``'mean'``
+    reduction into ``sum / avg_factor`` (``MultiLabelClsHead`` passes
+    ``avg_factor=N``, so inside a head the loss is the sum over the classes
+    averaged over the images, on the scale of mmpretrain's other
+    multi-label losses); ``reduction_override`` (or ``reduction``) may be
+    ``'none'`` (the ``(N, C)`` element-wise loss), ``'mean'`` or ``'sum'``
+    (``avg_factor`` with ``'sum'`` is an error, as in mmpretrain).
 
     The loss is computed in float32, also under fp16/bf16 autocast.
 
@@ -123,7 +135,9 @@ class BalancedAsymmetricLoss(nn.Module):
             checkpoints.
         loss_weight (float): the loss multiplier (LM-CLIP's lambda).
         global_batch (bool): under torch.distributed, max and mean over the
-            global batch (see above). Defaults to True.
+            global batch (see above; with ``avg_factor``, the sum is divided
+            by the sum of every rank's ``avg_factor``). Defaults to True.
+        reduction (str): ``'mean'`` (default), ``'sum'`` or ``'none'``.
     """
 
     def __init__(self,
@@ -134,8 +148,13 @@ class BalancedAsymmetricLoss(nn.Module):
                  label_smoothing: float = 0.0,
                  class_weight: Optional[Sequence[float]] = None,
                  loss_weight: float = 1.0,
-                 global_batch: bool = True):
+                 global_batch: bool = True,
+                 reduction: str = 'mean'):
         super().__init__()
+        if reduction not in ('none', 'mean', 'sum'):
+            raise ValueError("reduction must be 'none', 'mean' or 'sum', "
+                             f'got {reduction!r}')
+        self.reduction = reduction
         if gamma_pos < 0 or gamma_neg < 0:
             raise ValueError('gamma_pos and gamma_neg must be >= 0, got '
                              f'{gamma_pos} and {gamma_neg}')
@@ -199,19 +218,20 @@ class BalancedAsymmetricLoss(nn.Module):
         Args:
             cls_score (Tensor): logits, shape (N, C).
             label (Tensor): multi-hot labels in {0, 1}, shape (N, C).
-            weight, avg_factor, reduction_override: accepted for
-                compatibility with mmpretrain heads (``MultiLabelClsHead``
-                passes ``avg_factor=N``). The loss is always the mean over
-                the N * C entries; ``avg_factor`` is therefore ignored,
-                ``reduction_override`` may only be None or ``'mean'`` and
-                ``weight`` must be None.
+            weight (Tensor, optional): sample-wise weights, shape (N,), as
+                mmpretrain's ``AsymmetricLoss``.
+            avg_factor (float, optional): with the ``'mean'`` reduction, the
+                loss is ``sum / avg_factor`` (mmpretrain heads pass N).
+                Defaults to None: the mean over the N * C entries.
+            reduction_override (str, optional): ``'none'``, ``'mean'`` or
+                ``'sum'``; overrides ``reduction``.
         """
-        if weight is not None:
-            raise ValueError('BalancedAsymmetricLoss does not support '
-                             'per-sample weights; use class_weight')
-        if reduction_override not in (None, 'mean'):
-            raise ValueError('BalancedAsymmetricLoss only supports mean '
-                             f'reduction, got {reduction_override!r}')
+        if reduction_override not in (None, 'none', 'mean', 'sum'):
+            raise ValueError("reduction_override must be None, 'none', "
+                             f"'mean' or 'sum', got {reduction_override!r}")
+        reduction = reduction_override or self.reduction
+        if avg_factor is not None and reduction == 'sum':
+            raise ValueError('avg_factor can not be used with reduction="sum"')
         if kwargs:
             raise TypeError('unexpected arguments for BalancedAsymmetricLoss: '
                             f'{sorted(kwargs)}')
@@ -262,7 +282,25 @@ class BalancedAsymmetricLoss(nn.Module):
                 label_smoothing=self.label_smoothing,
                 class_weight=class_weight,
                 batch_max=batch_max)
-            loss = loss.mean() * -self.loss_weight
+            if weight is not None:
+                weight = torch.as_tensor(weight, device=x.device)
+                if weight.dim() != 1 or weight.numel() != x.size(0):
+                    raise ValueError(
+                        'weight must be a sample-wise (N,) tensor with '
+                        f'N={x.size(0)}, got shape {tuple(weight.shape)}')
+                loss = loss * weight.float().reshape(-1, 1)
+            if reduction == 'none':
+                return loss * -self.loss_weight
+            if reduction == 'sum':
+                return loss.sum() * -self.loss_weight
+            if avg_factor is None:
+                loss = loss.mean() * -self.loss_weight
+            else:
+                if share is not None:
+                    # sum / (sum of every rank's avg_factor), times W
+                    share = world_size * avg_factor / global_batch_size(
+                        float(avg_factor), x.device)
+                loss = loss.sum() * -self.loss_weight / avg_factor
             return loss if share is None else loss * share
 
     def extra_repr(self) -> str:
@@ -270,4 +308,5 @@ class BalancedAsymmetricLoss(nn.Module):
                 f'clip={self.clip}, eps={self.eps}, '
                 f'label_smoothing={self.label_smoothing}, '
                 f'loss_weight={self.loss_weight}, '
-                f'global_batch={self.global_batch}')
+                f'global_batch={self.global_batch}, '
+                f'reduction={self.reduction!r}')

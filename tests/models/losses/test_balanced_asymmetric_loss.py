@@ -196,8 +196,14 @@ def test_errors():
         module(x.long(), y)
     with pytest.raises(ValueError, match='class_weight has 3'):
         BalancedAsymmetricLoss(class_weight=[1, 2, 3])(x, y)
-    with pytest.raises(ValueError, match='mean'):
-        module(x, y, reduction_override='sum')
+    with pytest.raises(ValueError, match='reduction_override'):
+        module(x, y, reduction_override='max')
+    with pytest.raises(ValueError, match='avg_factor can not be used'):
+        module(x, y, avg_factor=3, reduction_override='sum')
+    with pytest.raises(ValueError, match=r'\(N,\)'):
+        module(x, y, weight=torch.ones(x.shape))
+    with pytest.raises(ValueError, match='reduction'):
+        BalancedAsymmetricLoss(reduction='max')
     with pytest.raises(ValueError, match='clip'):
         BalancedAsymmetricLoss(clip=1.5)
 
@@ -219,7 +225,76 @@ def test_in_mmpretrain_multilabel_head():
     y[0, [0, 2]] = 1
     y[1, 1] = 1
     ref = reference_bal(logits.detach(), y, label_smoothing=0.1)
-    np.testing.assert_allclose(losses['loss'].item(), ref.item(), rtol=1e-5)
+    # the head passes avg_factor=N: sum / N = C times the paper's mean over
+    # N * C, the scale of mmpretrain's own multi-label losses
+    np.testing.assert_allclose(losses['loss'].item(), 5 * ref.item(),
+                               rtol=1e-5)
+    # the paper's reduction (what LMCLIPClassifier calls) is unchanged
+    np.testing.assert_allclose(head.loss_module(logits, y).item(),
+                               ref.item(), rtol=1e-5)
+
+
+@pytest.mark.parametrize('gamma_pos,gamma_neg,clip', [(0., 4., 0.05),
+                                                      (1., 2., None)])
+def test_mmpretrain_loss_protocol_equals_asymmetric_loss(gamma_pos, gamma_neg,
+                                                         clip):
+    """With max(x) = 1, BAL without class weights or smoothing is
+    element-wise mmpretrain's AsymmetricLoss: weight, avg_factor and every
+    reduction must then give AsymmetricLoss's numbers."""
+    from mmpretrain.models.losses import AsymmetricLoss
+    x, y = _data(3, n=7, c=6)
+    x = x / x.max()  # max(x) == 1: z == x
+    cfg = dict(gamma_pos=gamma_pos, gamma_neg=gamma_neg, clip=clip,
+               loss_weight=0.7)
+    bal = BalancedAsymmetricLoss(**cfg)
+    asl = AsymmetricLoss(**cfg)
+    w = torch.rand(7) + 0.5
+    for kwargs in (dict(), dict(avg_factor=7), dict(avg_factor=2.5),
+                   dict(weight=w), dict(weight=w, avg_factor=7),
+                   dict(reduction_override='sum'),
+                   dict(reduction_override='sum', weight=w),
+                   dict(reduction_override='none'),
+                   dict(reduction_override='none', weight=w),
+                   dict(reduction_override='mean', avg_factor=4)):
+        np.testing.assert_allclose(bal(x, y, **kwargs).detach().numpy(),
+                                   asl(x, y, **kwargs).detach().numpy(),
+                                   rtol=2e-5, atol=1e-7, err_msg=str(kwargs))
+    assert bal(x, y, reduction_override='none').shape == (7, 6)
+    # reduction set at construction, as AsymmetricLoss
+    for red in ('sum', 'none'):
+        np.testing.assert_allclose(
+            BalancedAsymmetricLoss(reduction=red, **cfg)(x, y).numpy(),
+            AsymmetricLoss(reduction=red, **cfg)(x, y).numpy(), rtol=2e-5,
+            atol=1e-7)
+
+
+def test_in_head_is_on_the_scale_of_bce():
+    """Inside MultiLabelLinearClsHead BAL and mmpretrain's sigmoid BCE are
+    both sums over the classes averaged over the images."""
+    from mmpretrain.models.heads import MultiLabelLinearClsHead
+    from mmpretrain.structures import DataSample
+
+    c = 20
+    torch.manual_seed(0)
+    heads = {
+        name: MultiLabelLinearClsHead(num_classes=c, in_channels=8, loss=loss)
+        for name, loss in (
+            ('bal', dict(type='BalancedAsymmetricLoss', gamma_neg=0.,
+                         clip=None)),
+            ('bce', dict(type='CrossEntropyLoss', use_sigmoid=True)))}
+    heads['bce'].load_state_dict(heads['bal'].state_dict())
+    feats = (torch.randn(16, 8), )
+    samples = [DataSample().set_gt_label([i % c, (3 * i) % c])
+               for i in range(16)]
+    logits = heads['bal'](feats).detach()
+    # rescale the fc so that max(x) == 1: BAL (gammas 0, no clip) is BCE
+    with torch.no_grad():
+        for head in heads.values():
+            head.fc.weight /= logits.max()
+            head.fc.bias /= logits.max()
+    bal = heads['bal'].loss(feats, samples)['loss'].item()
+    bce = heads['bce'].loss(feats, samples)['loss'].item()
+    assert bal == pytest.approx(bce, rel=1e-5)
 
 
 # ----------------------------------------------------------------------------
