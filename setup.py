@@ -30,7 +30,11 @@ setup(
     packages=find_packages(include=['lmclip_mm', 'lmclip_mm.*']),
     package_data={'lmclip_mm': ['model_configs/*.json']},
     install_requires=read_requirements('runtime.txt'),
-    extras_require={'tests': read_requirements('tests.txt')},
+    extras_require={
+        'tests': read_requirements('tests.txt'),
+        # tools/tune.py (the tests extra has them too: CI tests tuning)
+        'tune': read_requirements('tune.txt'),
+    },
     classifiers=[
         'Programming Language :: Python :: 3.11',
         'Programming Language :: Python :: 3.12',
