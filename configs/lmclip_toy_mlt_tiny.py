@@ -30,14 +30,14 @@ optim_wrapper = dict(
     optimizer=dict(
         type='AdamW', lr=2e-3, betas=(0.9, 0.98), eps=1e-6,
         weight_decay=0.01))
-# Warm-up for 2 epochs, then cosine annealing to 0 at the last epoch. The
-# cosine phase has no `end`/`T_max`: mmengine sets `end` to the train loop's
-# max_epochs when it builds the schedulers, after --cfg-options, so
-# `--cfg-options train_cfg.max_epochs=N` also anneals to 0 at epoch N.
+# Warm-up for 2 epochs, then cosine annealing to 0 at the last epoch.
+# `tools/train.py --cfg-options train_cfg.max_epochs=N` moves the cosine's
+# end (and T_max) to N, so a shorter run anneals too (it prints the change).
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0, end=2,
          convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', by_epoch=True, eta_min=0.0, begin=2),
+    dict(type='CosineAnnealingLR', by_epoch=True, T_max=max_epochs - 2,
+         eta_min=0.0, begin=2, end=max_epochs),
 ]
 train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=5)
 val_cfg = dict()
