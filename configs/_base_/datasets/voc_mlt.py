@@ -4,16 +4,26 @@
 dataset_type = 'VOCMLT'
 data_root = 'data/voc_mlt/'
 
+# Exactly the paper's code: PIL.Image.open(path).convert('RGB') (pillow
+# decoder, EXIF orientation IGNORED), torchvision Resize((224, 224)) on the
+# PIL image (PIL bilinear WITH antialiasing, no crop, aspect not kept),
+# RandomHorizontalFlip (train only), ToTensor + ImageNet Normalize (the
+# model's data preprocessor). Equal to torchvision to float rounding
+# (tests/configs/test_paper_preprocessing.py). Keep Resize second: tools
+# address it as pipeline.1.
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    # The paper: 224x224 without crop, random horizontal flip.
-    dict(type='Resize', scale=(224, 224), interpolation='bicubic'),
+    dict(type='LoadImageFromFile', imdecode_backend='pillow',
+         color_type='color_ignore_orientation'),
+    dict(type='Resize', scale=(224, 224), backend='pillow',
+         interpolation='bilinear'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='PackInputs', algorithm_keys=['caption']),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(224, 224), interpolation='bicubic'),
+    dict(type='LoadImageFromFile', imdecode_backend='pillow',
+         color_type='color_ignore_orientation'),
+    dict(type='Resize', scale=(224, 224), backend='pillow',
+         interpolation='bilinear'),
     dict(type='PackInputs', algorithm_keys=['caption']),
 ]
 
