@@ -99,6 +99,8 @@ SPACE_TYPES = ('choice', 'uniform', 'loguniform', 'int', 'logint')
 TRIAL_ERRORS = ('TrainingDivergedError', 'OutOfMemoryError',
                 'CUDA out of memory')
 HOST = socket.gethostname()
+#: hooks that evaluate on the test split: left out of the trials
+TEST_HOOKS = ('TestBestCheckpointHook', 'mmpretrain.TestBestCheckpointHook')
 
 
 class TuneError(RuntimeError):
@@ -315,7 +317,13 @@ def build_trial_config(base, tune, params, work_dir, hook, allow_test):
         # the best checkpoint by the tuned metric only
         ckpt.save_best = key
         ckpt.rule = 'greater' if tune['mode'] == 'max' else 'less'
-    hooks = list(cfg.get('custom_hooks', None) or [])
+    # trials never touch the test split (the honest configs test the best
+    # checkpoint after training: only the final training should)
+    for name, h in list((cfg.get('default_hooks') or {}).items()):
+        if h is not None and h.get('type') in TEST_HOOKS:
+            cfg.default_hooks[name] = None
+    hooks = [h for h in cfg.get('custom_hooks', None) or []
+             if h.get('type') not in TEST_HOOKS]
     hooks.append(hook)
     cfg.custom_hooks = hooks
     cfg.pop('tune', None)

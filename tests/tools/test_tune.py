@@ -1,0 +1,497 @@
+"""tools/tune.py: the search space and metric from the config's tune dict
+(the paper's by default), the val split by default and no test split
+unless asked, trial configs, the pruning hook, interrupted trials re-queued,
+and end to end on the toy set with the tiny model: an Optuna study with
+pruning, a diverged trial, a SIGKILLed tuner resumed; the Ray backend."""
+import copy
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pytest
+from mmengine.config import Config
+
+REPO = Path(__file__).resolve().parents[2]
+TOY_CFG = REPO / 'configs' / 'lmclip_toy_mlt_tiny.py'
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location(
+        '_tune_tool', REPO / 'tools' / 'tune.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def tune_tool():
+    return load_tool()
+
+
+@pytest.fixture(scope='module')
+def toy_cfg():
+    import lmclip_mm  # noqa: F401
+    return Config.fromfile(str(TOY_CFG))
+
+
+# -- the tune dict ----------------------------------------------------------------
+def test_default_is_the_papers_search(tune_tool, toy_cfg):
+    tune = tune_tool.tune_settings(toy_cfg)
+    assert tune['space'] == {
+        'batch_size': dict(type='choice', values=[8, 16, 32, 64],
+                           key='train_dataloader.batch_size'),
+        'gamma_neg': dict(type='loguniform', low=2.0, high=10.0,
+                          key='model.loss.gamma_neg'),
+        'loss_weight': dict(type='loguniform', low=0.1, high=10.0,
+                            key='model.loss.loss_weight'),
+        'sampler_power': dict(type='loguniform', low=1.0, high=2.0,
+                              key='train_dataloader.sampler.power'),
+        'class_weight_power': dict(type='loguniform', low=1.0, high=2.0,
+                                   key='model.class_weight_power'),
+    }
+    assert (tune['metric'], tune['mode'], tune['split'],
+            tune['num_samples']) == ('mAP_tail', 'max', 'val', 500)
+    assert tune['sampler']['type'] == 'TPESampler'
+    # ASHA: grace 5, reduction factor 2, max_t = the config's epochs
+    assert tune_tool.pruner_spec(tune, 50) == dict(
+        type='SuccessiveHalvingPruner', min_resource=5, reduction_factor=2,
+        min_early_stopping_rate=0)
+    from lmclip_mm.engine.hooks.optuna_pruning_hook import build_pruner
+    assert isinstance(build_pruner(tune_tool.pruner_spec(tune, 50)),
+                      optuna.pruners.SuccessiveHalvingPruner)
+    dists = {n: tune_tool.optuna_distribution(s)
+             for n, s in tune['space'].items()}
+    assert dists['gamma_neg'] == optuna.distributions.FloatDistribution(
+        2.0, 10.0, log=True)
+    assert dists['batch_size'] == \
+        optuna.distributions.CategoricalDistribution([8, 16, 32, 64])
+
+
+def test_tune_dict_merges_over_the_default(tune_tool, toy_cfg):
+    cfg = copy.deepcopy(toy_cfg)
+    cfg.merge_from_dict({'tune.scheduler.grace_period': 1,
+                         'tune.space.batch_size.values': [16, 32],
+                         'tune.metric': 'mAP'})
+    tune = tune_tool.tune_settings(cfg)
+    assert tune['scheduler'] == dict(type='ASHA', grace_period=1,
+                                     reduction_factor=2)
+    assert tune['space']['batch_size']['values'] == [16, 32]
+    assert len(tune['space']) == 5 and tune['metric'] == 'mAP'
+    # _delete_ replaces the paper's space
+    cfg = copy.deepcopy(toy_cfg)
+    cfg.tune = dict(space=dict(_delete_=True, lr=dict(
+        type='loguniform', low=1e-4, high=1e-2,
+        key='optim_wrapper.optimizer.lr')))
+    assert list(tune_tool.tune_settings(cfg)['space']) == ['lr']
+    cfg.tune = dict(space=dict(lr=dict(type='normal', low=0, high=1)))
+    with pytest.raises(tune_tool.TuneError, match='type must be one of'):
+        tune_tool.tune_settings(cfg)
+    with pytest.raises(tune_tool.TuneError, match='grace_period=5 is more'):
+        tune_tool.pruner_spec(tune_tool.tune_settings(toy_cfg), 3)
+
+
+def test_metric_resolved_by_suffix():
+    from lmclip_mm.engine.hooks.trial_report_hook import resolve_metric
+    metrics = {'long-tail/mAP': 1.0, 'long-tail/mAP_tail': 2.0}
+    assert resolve_metric(metrics, 'mAP_tail') == 'long-tail/mAP_tail'
+    assert resolve_metric({'multi-label/mAP_tail': 1}, 'mAP_tail') == \
+        'multi-label/mAP_tail'
+    assert resolve_metric(metrics, 'long-tail/mAP') == 'long-tail/mAP'
+    with pytest.raises(KeyError, match='no validation metric'):
+        resolve_metric(metrics, 'mAP_head')
+    with pytest.raises(KeyError, match='ambiguous'):
+        resolve_metric({'a/mAP': 1, 'b/mAP': 2}, 'mAP')
+
+
+# -- splits and trial configs -----------------------------------------------------
+def test_trial_config(tune_tool, toy_cfg, tmp_path):
+    tune = tune_tool.tune_settings(toy_cfg)
+    params = dict(batch_size=16, gamma_neg=3.5, loss_weight=0.5,
+                  sampler_power=1.25, class_weight_power=1.75)
+    hook = dict(type='TrialReportHook')
+    base = copy.deepcopy(toy_cfg)
+    base.default_hooks.test_best = dict(type='TestBestCheckpointHook')
+    cfg = tune_tool.build_trial_config(base, tune, params,
+                                       str(tmp_path), hook, False)
+    assert cfg.train_dataloader.batch_size == 16
+    assert cfg.model.loss.gamma_neg == 3.5
+    assert cfg.model.loss.loss_weight == 0.5
+    assert cfg.train_dataloader.sampler.power == 1.25
+    assert cfg.model.class_weight_power == 1.75
+    # the honest val split: val held out of the train list, train without it
+    assert cfg.val_dataloader.dataset.split == 'val'
+    assert cfg.train_dataloader.dataset.split == 'train'
+    assert cfg.train_dataloader.dataset.holdout_val is True
+    assert cfg.train_cfg.val_interval == 1
+    assert cfg.custom_hooks[-1] == hook and 'tune' not in cfg
+    assert cfg.default_hooks.test_best is None
+    from mmpretrain.registry import METRICS
+    prefix = METRICS.get('LongTailAveragePrecision').default_prefix
+    assert cfg.default_hooks.checkpoint.save_best == f'{prefix}/mAP_tail'
+    assert cfg.work_dir == str(tmp_path)
+    # the base config is untouched
+    assert toy_cfg.val_dataloader.dataset.split == 'test'
+    # the dumped trial config builds the same
+    cfg.dump(str(tmp_path / 'c.py'))
+    assert Config.fromfile(str(tmp_path / 'c.py')).model.loss.gamma_neg == 3.5
+
+
+def test_val_fraction_and_seed_shared(tune_tool, toy_cfg):
+    cfg = copy.deepcopy(toy_cfg)
+    cfg.train_dataloader.dataset.val_fraction = 0.2
+    tune = tune_tool.tune_settings(cfg)
+    out = tune_tool.set_val_split(copy.deepcopy(cfg), tune, False)
+    assert out.val_dataloader.dataset.val_fraction == 0.2
+    assert out.train_dataloader.dataset.val_fraction == 0.2
+    tune['val_seed'] = 3
+    out = tune_tool.set_val_split(copy.deepcopy(cfg), tune, False)
+    assert out.val_dataloader.dataset.val_seed == 3 == \
+        out.train_dataloader.dataset.val_seed
+    cfg.val_dataloader.dataset.val_fraction = 0.3
+    with pytest.raises(tune_tool.TuneError, match='differ'):
+        tune_tool.set_val_split(copy.deepcopy(cfg), tune_tool.tune_settings(cfg),
+                                False)
+
+
+def test_refuses_the_test_split(tune_tool, toy_cfg, tmp_path):
+    cfg = copy.deepcopy(toy_cfg)
+    tune = tune_tool.tune_settings(cfg)
+    tune['split'] = 'test'
+    with pytest.raises(tune_tool.TuneError, match='--allow-test-split'):
+        tune_tool.set_val_split(copy.deepcopy(cfg), tune, False)
+    assert tune_tool.set_val_split(
+        copy.deepcopy(cfg), tune, True).val_dataloader.dataset.split == 'test'
+    tune['split'] = None
+    with pytest.raises(tune_tool.TuneError, match='--allow-test-split'):
+        tune_tool.set_val_split(copy.deepcopy(cfg), tune, False)
+    tune['split'] = 'val'
+    cfg.val_dataloader.dataset = dict(type='CustomDataset', data_root='x')
+    with pytest.raises(tune_tool.TuneError, match='has no `split`'):
+        tune_tool.set_val_split(copy.deepcopy(cfg), tune, False)
+    # the CLI refuses before any trial
+    with pytest.raises(tune_tool.TuneError, match='--allow-test-split'):
+        tune_tool.main([str(TOY_CFG), '--work-dir', str(tmp_path / 'w'),
+                        '--cfg-options', 'tune.split=test'])
+    assert not (tmp_path / 'w').exists()
+
+
+def test_points_and_best_config(tune_tool, toy_cfg, tmp_path):
+    tune = tune_tool.tune_settings(toy_cfg)
+    points = tune_tool.complete_points(toy_cfg, tune['space'],
+                                       [dict(gamma_neg=9.8)])
+    assert points == [dict(batch_size=32, gamma_neg=9.8, loss_weight=20.0,
+                           sampler_power=1.0, class_weight_power=1.0)]
+    with pytest.raises(tune_tool.TuneError, match='not in tune.space'):
+        tune_tool.complete_points(toy_cfg, tune['space'], [dict(lr=1)])
+    path = tune_tool.write_best_config(
+        toy_cfg, tune, dict(points[0], batch_size=8), str(tmp_path / 'b.py'),
+        ['best of 3'])
+    best = Config.fromfile(path)
+    assert best.train_dataloader.batch_size == 8
+    assert best.model.loss.gamma_neg == 9.8
+    # ready to train as the config was: test split, no tuning hook
+    assert best.val_dataloader.dataset.split == 'test'
+    assert best.custom_hooks == toy_cfg.custom_hooks
+    assert Path(path).read_text().startswith('# best of 3\n')
+
+
+def test_table_and_error_lines(tune_tool):
+    rows = [
+        dict(trial=0, state='COMPLETE', value=41.5, epochs=4, seconds=9.0,
+             params=dict(batch_size=8), note='', metric='m', work_dir='a'),
+        dict(trial=1, state='PRUNED', value=20.0, epochs=1, seconds=3.0,
+             params=dict(batch_size=16), note='', metric='m', work_dir='b'),
+        dict(trial=2, state='FAIL', value=None, epochs=None, seconds=1.0,
+             params=dict(batch_size=64), note='TrainingDivergedError: x',
+             metric='m', work_dir='c'),
+    ]
+    best = tune_tool.best_row(rows, 'max')
+    assert best is rows[0]
+    table = tune_tool.format_table(rows, 'm', best)
+    assert '| 0*    | COMPLETE | 41.50 |' in table
+    assert '| 2     | FAIL     |' in table and 'TrainingDivergedError' in table
+    log = ('Traceback (most recent call last):\n  File "x"\n'
+           'lmclip_mm.engine.optim_wrappers.safe_optim_wrapper.'
+           'TrainingDivergedError: Training diverged: non-finite loss\n')
+    reason = tune_tool.error_line(log)
+    assert reason == 'TrainingDivergedError: Training diverged: non-finite ' \
+        'loss'
+    assert tune_tool.is_trial_error(reason)
+    assert not tune_tool.is_trial_error(
+        tune_tool.error_line('KeyError: \'x\'\n'))
+    assert tune_tool._ray_trial_number(
+        '/r/tune_with_parameters_2e8c0e9c_1_batch_size=32,x=1_2026') == 0
+    assert tune_tool._ray_trial_number('trainable_ab12c_00003_4_a=1') == 3
+
+
+# -- the pruning hook and interrupted trials --------------------------------------
+def fake_runner(tmp_path, epoch, max_epochs=3):
+    return SimpleNamespace(epoch=epoch, max_epochs=max_epochs,
+                           work_dir=str(tmp_path),
+                           train_loop=SimpleNamespace(stop_training=False))
+
+
+def test_optuna_pruning_hook(tmp_path):
+    from lmclip_mm.engine.hooks import OptunaPruningHook
+    url = f'sqlite:///{tmp_path}/s.db'
+    pruner = dict(type='SuccessiveHalvingPruner', min_resource=1,
+                  reduction_factor=2, min_early_stopping_rate=0)
+    study = optuna.create_study(study_name='s', storage=url,
+                                direction='maximize')
+    for epoch_values in ([0.9, 0.95], [0.1]):
+        trial = study.ask()
+        hook = OptunaPruningHook(storage=url, study_name='s',
+                                 trial_id=trial._trial_id, pruner=pruner,
+                                 metric='mAP_tail')
+        hook.before_train(None)
+        for epoch, value in enumerate(epoch_values, 1):
+            runner = fake_runner(tmp_path, epoch)
+            hook.after_val_epoch(runner, {'x/mAP_tail': value, 'x/mAP': 0.})
+    # trial 0 was promoted at rung 0; trial 1 (0.1 < 0.9) pruned at epoch 1
+    report = json.loads((tmp_path / 'trial_report.json').read_text())
+    assert report['metric'] == 'x/mAP_tail'
+    assert report['stopped_epoch'] == 1 and runner.train_loop.stop_training
+    frozen = study.trials[1]
+    assert frozen.intermediate_values == {1: 0.1}
+    assert study.trials[0].intermediate_values == {1: 0.9, 2: 0.95}
+    # never at the last epoch
+    trial = study.ask()
+    hook = OptunaPruningHook(storage=url, study_name='s',
+                             trial_id=trial._trial_id, pruner=pruner)
+    hook.before_train(None)
+    runner = fake_runner(tmp_path, 1, max_epochs=1)
+    hook.after_val_epoch(runner, {'x/mAP_tail': 0.0})
+    assert not runner.train_loop.stop_training
+    assert json.loads(
+        (tmp_path / 'trial_report.json').read_text())['stopped_epoch'] is None
+
+
+def test_trial_report_hook_only_while_training(tmp_path):
+    from lmclip_mm.engine.hooks import TrialReportHook
+    hook = TrialReportHook(metric='mAP', rule='less')
+    hook.after_val_epoch(fake_runner(tmp_path, 1), {'a/mAP': 1.0})
+    assert not (tmp_path / 'trial_report.json').exists()  # tools/test.py
+    hook.before_train(None)
+    for epoch, v in ((1, 3.0), (2, 1.0), (3, 2.0)):
+        hook.after_val_epoch(fake_runner(tmp_path, epoch), {'a/mAP': v})
+    report = json.loads((tmp_path / 'trial_report.json').read_text())
+    assert report == dict(metric='a/mAP', history=[[1, 3.0], [2, 1.0],
+                                                   [3, 2.0]],
+                          best=1.0, best_epoch=2, last=2.0,
+                          stopped_epoch=None)
+
+
+def test_interrupted_trials_requeued(tune_tool, tmp_path):
+    study = optuna.create_study(study_name='s',
+                                storage=f'sqlite:///{tmp_path}/s.db')
+    dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+    dead.wait()
+    for pid in (dead.pid, os.getpid()):
+        trial = study.ask()
+        trial.suggest_float('x', 0, 1)
+        trial.set_user_attr('host', tune_tool.HOST)
+        trial.set_user_attr('pid', pid)
+        trial.set_user_attr('pid_token', tune_tool.process_token(pid) or
+                            f'{pid}:gone')
+    # another host's trial is left to the heartbeat
+    trial = study.ask()
+    trial.set_user_attr('host', 'elsewhere')
+    trial.set_user_attr('pid', dead.pid)
+    assert tune_tool.recover_interrupted(study) == [0]
+    trials = study.get_trials()
+    states = [t.state.name for t in trials]
+    assert states == ['FAIL', 'RUNNING', 'RUNNING', 'WAITING']
+    assert trials[0].user_attrs['interrupted'] == 'tuner process gone'
+    assert trials[3].params == trials[0].params
+    assert trials[3].user_attrs == {'retry_of': 0}
+    # the interrupted trial does not count towards --n-trials
+    assert tune_tool.counted_trials(study) == []
+
+
+# -- end to end on the toy set ----------------------------------------------------
+TOY_TUNE_CFG = '''
+_base_ = [{base!r}]
+data_root = {root!r}
+# a subset of the toy train list: a few seconds per epoch
+train_dataloader = dict(dataset=dict(data_root=data_root, indices=96))
+val_dataloader = dict(dataset=dict(data_root=data_root))
+test_dataloader = dict(dataset=dict(data_root=data_root))
+train_cfg = dict(max_epochs=2)
+default_hooks = dict(logger=dict(interval=5))
+tune = dict(
+    space=dict(batch_size=dict(values=[16, 32]),
+               loss_weight=dict(low=5.0, high=40.0)),
+    scheduler=dict(grace_period=1),
+    # lambda = 1e300: an infinite loss at the first iteration
+    points_to_evaluate=[dict(loss_weight=1e300)],
+)
+'''
+
+
+def write_toy_tune_cfg(tmp_path):
+    path = tmp_path / 'toy_tune.py'
+    path.write_text(TOY_TUNE_CFG.format(base=str(TOY_CFG),
+                                        root=str(tmp_path / 'toy')))
+    return path
+
+
+def tune_cmd(cfg, work, *extra):
+    return [sys.executable, str(REPO / 'tools' / 'tune.py'), str(cfg),
+            '--work-dir', str(work)] + [str(x) for x in extra]
+
+
+def tool_env():
+    return dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+
+
+def wait_for(predicate, timeout, what):
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f'timed out waiting for {what}')
+
+
+def test_optuna_study_prunes_fails_and_resumes(tmp_path):
+    cfg = write_toy_tune_cfg(tmp_path)
+    work = tmp_path / 'work'
+    log1 = tmp_path / 'first.log'
+    with open(log1, 'w') as out:
+        proc = subprocess.Popen(tune_cmd(cfg, work, '--n-trials', 6),
+                                stdout=out, stderr=subprocess.STDOUT,
+                                env=tool_env(), cwd=REPO)
+        try:
+            # kill the tuner while trial 2 trains
+            wait_for(lambda: (work / 'trial_2' / 'tune_trial.log').exists()
+                     or proc.poll() is not None, 900, 'trial 2')
+            assert proc.poll() is None, log1.read_text()[-3000:]
+            time.sleep(3)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    first = log1.read_text()
+    assert 'trial 2 started' in first
+    study = optuna.load_study(study_name='toy_tune',
+                              storage=f'sqlite:///{work}/study.db')
+    killed = study.trials[2]
+    assert killed.state.name == 'RUNNING'
+    # the trial's training process died with the tuner
+    train_pid = killed.user_attrs['train_pid']
+    wait_for(lambda: not Path(f'/proc/{train_pid}').exists() or
+             'Z' in Path(f'/proc/{train_pid}/stat').read_text().split()[2],
+             30, 'the killed trial\'s training process to end')
+
+    # without --resume the existing study is refused
+    proc = subprocess.run(tune_cmd(cfg, work, '--n-trials', 6),
+                          capture_output=True, text=True, env=tool_env(),
+                          cwd=REPO)
+    assert proc.returncode == 1 and '--resume' in proc.stderr
+
+    proc = subprocess.run(tune_cmd(cfg, work, '--n-trials', 6, '--resume'),
+                          capture_output=True, text=True, env=tool_env(),
+                          cwd=REPO, timeout=1500)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-5000:]
+    assert 'trials [2] were running when their tuner was killed' in out
+
+    study = optuna.load_study(study_name='toy_tune',
+                              storage=f'sqlite:///{work}/study.db')
+    trials = study.get_trials()
+    by_state = {}
+    for t in trials:
+        by_state.setdefault(t.state.name, []).append(t)
+    counted = [t for t in trials if 'interrupted' not in t.user_attrs]
+    assert len(counted) == 6, [(t.number, t.state.name) for t in trials]
+    # the killed trial: failed as interrupted, its values run again
+    assert trials[2].state.name == 'FAIL'
+    assert trials[2].user_attrs['interrupted'] == 'tuner process gone'
+    retry = [t for t in trials if t.user_attrs.get('retry_of') == 2]
+    assert len(retry) == 1 and retry[0].params == trials[2].params
+    assert retry[0].state.name in ('COMPLETE', 'PRUNED')
+    # the enqueued lambda = 1e300 diverged: failed, the study went on
+    assert trials[0].params['loss_weight'] == 1e300
+    assert trials[0].state.name == 'FAIL'
+    assert 'TrainingDivergedError' in trials[0].user_attrs['fail_reason']
+    assert 'trial 0 failed' in first and 'TrainingDivergedError' in first
+    # pruning, seen in the log and in the study
+    assert by_state.get('PRUNED'), [(t.number, t.state.name) for t in trials]
+    assert 'pruned after epoch 1' in first + out
+    pruned = by_state['PRUNED'][0]
+    assert pruned.user_attrs['epochs'] == 1
+    assert 'OptunaPruningHook: stopping this trial after epoch 1' in (
+        work / f'trial_{pruned.number}' / 'tune_trial.log').read_text()
+    assert by_state.get('COMPLETE')
+    # every trial a normal mmengine run, best checkpoint only
+    done = by_state['COMPLETE'][0]
+    tdir = work / f'trial_{done.number}'
+    names = sorted(p.name for p in tdir.iterdir())
+    assert 'trial_config.py' in names and 'tune_trial.log' in names
+    assert any(n.startswith('best_') and n.endswith('mAP_tail_epoch_'
+               f'{done.user_attrs["best_epoch"]}.pth') for n in names)
+    assert not any(n.startswith('epoch_') for n in names)
+    assert list(tdir.glob('2*/vis_data/config.py'))  # mmengine's dump
+    trial_cfg = Config.fromfile(str(tdir / 'trial_config.py'))
+    assert trial_cfg.val_dataloader.dataset.split == 'val'
+    assert trial_cfg.train_dataloader.dataset.holdout_val is True
+    # the table and the best config
+    assert 'trials (' in out and '| trial | state' in out
+    best = max(by_state['COMPLETE'], key=lambda t: t.value)
+    assert best.value == study.best_value
+    assert f'best: trial {best.number}' in out
+    best_cfg = Config.fromfile(str(work / 'best_config.py'))
+    assert best_cfg.train_dataloader.batch_size == best.params['batch_size']
+    assert best_cfg.model.loss.loss_weight == best.params['loss_weight']
+    assert best_cfg.val_dataloader.dataset.split == 'test'
+    assert (work / 'trials.csv').read_text().count('\n') == len(trials) + 1
+
+    # all trials done: a further --resume runs none
+    proc = subprocess.run(tune_cmd(cfg, work, '--n-trials', 6, '--resume'),
+                          capture_output=True, text=True, env=tool_env(),
+                          cwd=REPO)
+    assert proc.returncode == 0 and '6 of 6 trials done' in proc.stdout
+    assert len(optuna.load_study(
+        study_name='toy_tune',
+        storage=f'sqlite:///{work}/study.db').trials) == len(trials)
+
+
+def test_ray_backend(tmp_path):
+    cfg = write_toy_tune_cfg(tmp_path)
+    work = tmp_path / 'work'
+    proc = subprocess.run(
+        tune_cmd(cfg, work, '--backend', 'ray', '--n-trials', 2,
+                 '--ray-num-cpus', 2),
+        capture_output=True, text=True, env=tool_env(), cwd=REPO,
+        timeout=1500)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-5000:]
+    rows = list(csv_rows(work / 'trials.csv'))
+    assert [r['trial'] for r in rows] == ['0', '1']
+    # the enqueued diverging point failed, the other trial trained
+    assert rows[0]['state'] == 'FAIL'
+    assert 'TrainingDivergedError' in rows[0]['note']
+    assert float(rows[0]['loss_weight']) == 1e300
+    assert rows[1]['state'] == 'COMPLETE' and rows[1]['epochs'] == '2'
+    assert 'Trial status: 1 ERROR | 1 TERMINATED' in out
+    trial_cfg = Config.fromfile(str(work / 'trial_1' / 'trial_config.py'))
+    assert trial_cfg.val_dataloader.dataset.split == 'val'
+    assert trial_cfg.custom_hooks[-1].type == 'RayTuneReportHook'
+    report = json.loads((work / 'trial_1' / 'trial_report.json').read_text())
+    assert [e for e, _ in report['history']] == [1, 2]
+    best_cfg = Config.fromfile(str(work / 'best_config.py'))
+    assert best_cfg.model.loss.loss_weight == float(rows[1]['loss_weight'])
+
+
+def csv_rows(path):
+    import csv
+    with open(path, newline='') as f:
+        yield from csv.DictReader(f)
