@@ -226,3 +226,52 @@ def test_stratified_indices_function():
     # a single class still works (the package wants >= 2 columns)
     val1 = stratified_val_indices([[0]] * 20, 1, 0.25, 0)
     assert len(val1) == 5
+
+
+def _report_main():
+    import runpy
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[2]
+    return runpy.run_path(str(repo / 'tools' / 'dataset_converters' /
+                              'val_split_report.py'))['main']
+
+
+def test_val_split_report_cli(toy_root, capsys):
+    main = _report_main()
+    assert main(['ToyMLT', str(toy_root), '--format', 'tsv',
+                 '--val-seed', '2']) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split('\t') == ['id', 'class', 'group',
+                                    'n_c (train list)', 'train', 'val']
+    rows = [line.split('\t') for line in lines[1:-1]]
+    assert len(rows) == 20
+    val = DATASETS.build(dict(type='ToyMLT', data_root=str(toy_root),
+                              split='val', val_seed=2))
+    full = DATASETS.build(dict(type='ToyMLT', data_root=str(toy_root)))
+    counts = np.zeros(20, int)
+    for labels in _labels(val):
+        counts[list(labels)] += 1
+    for row in rows:
+        c, n, tr, v = int(row[0]), int(row[3]), int(row[4]), int(row[5])
+        assert n == full.metainfo['class_counts'][c] == tr + v
+        assert v == counts[c]
+        assert row[2] == ('head' if n >= 100 else 'tail' if n < 20
+                          else 'middle')
+    # most frequent class first
+    assert [int(r[3]) for r in rows] == sorted((int(r[3]) for r in rows),
+                                               reverse=True)
+    assert lines[-1].startswith(f'ToyMLT: {len(val)} of 804 train images')
+    assert 'val_seed=2' in lines[-1]
+
+
+def test_val_split_report_markdown_on_voc(voc_root, capsys):
+    assert _report_main()(['VOCMLT', str(voc_root)]) == 0
+    out = capsys.readouterr().out
+    assert '| 14 | person | head | 775 |' in out
+    assert out.strip().splitlines()[-1].startswith(
+        'VOCMLT: 111 of 1142 train images held out as val')
+
+
+def test_val_split_report_bad_input(tmp_path, capsys):
+    assert _report_main()(['VOCMLT', str(tmp_path / 'nothing')]) == 1
+    assert 'val_split_report:' in capsys.readouterr().err
