@@ -39,7 +39,10 @@ def parse_args(argv=None):
 
 
 def build_inferencer(cfg, checkpoint, device=None):
-    from mmpretrain.apis import ImageClassificationInferencer
+    # mmpretrain's inferencer, whose results also carry the predicted
+    # classes (the model's pred_label)
+    from lmclip_mm.apis import \
+        MultiLabelClsInferencer as ImageClassificationInferencer
     pretrained = None if checkpoint in (None, 'none') else checkpoint
     inferencer = ImageClassificationInferencer(
         model=cfg, pretrained=pretrained or False, device=device)
@@ -85,6 +88,10 @@ def main(argv=None):
         share = torch.softmax(score, dim=0)
         top = torch.topk(score, k=min(args.topk, score.numel()))
         print(path)
+        predicted = sample.pred_label.tolist() \
+            if 'pred_label' in sample else []
+        print('  predicted: ' + (', '.join(classes[i] for i in predicted)
+                                 or '(none)'))
         rows = []
         for s, i in zip(top.values.tolist(), top.indices.tolist()):
             rows.append((classes[i], s, share[i].item()))

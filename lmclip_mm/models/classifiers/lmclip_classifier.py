@@ -25,6 +25,10 @@ DEFAULT_DATA_PREPROCESSOR = dict(
 
 SCORE_ACTIVATIONS = ('none', 'softmax', 'sigmoid')
 
+#: ``thr`` of the default decision rule, on the softmax over the classes
+#: (see :class:`LMCLIPClassifier`, "Predicted labels").
+DEFAULT_THR = 0.1
+
 
 def _save_classes_metadata(module, state_dict, prefix, local_metadata):
     """State-dict post hook: the class names and the prompt template go to
@@ -57,6 +61,21 @@ class LMCLIPClassifier(BaseClassifier):
     restored on loading, so a loaded checkpoint predicts without a
     dataset.
 
+    **Predicted labels.** ``predict`` sets, as mmpretrain's
+    ``MultiLabelClsHead``, ``pred_score`` (the ``(C,)`` scores the AP metrics
+    rank, per ``score_activation``; raw ``s * cos`` logits by default) and
+    ``pred_label`` (the indices of the predicted classes). The logits are
+    CLIP's scaled cosines (``s`` ~ 10-100): a sigmoid of them saturates at
+    1.0 for most classes, so the decision is taken on the softmax over the
+    classes (CLIP's zero-shot activation and the paper's evaluation
+    protocol), where a class holding at least ``thr`` of the probability
+    mass is predicted. An image with k confident classes gives each about
+    1/k, so the default ``thr=0.1`` keeps up to ~10 co-occurring classes
+    while ignoring the long flat tail of unrelated classes (VOC 20 / COCO
+    80 classes, 1.4 / 2.9 labels per image). ``thr``/``topk`` as
+    mmpretrain's head; per-class thresholds fitted on held-out data (buffer
+    ``class_thresholds``, saved in checkpoints) take precedence.
+
     Args:
         clip (dict): the open_clip model: ``model_name`` (e.g.
             ``'ViT-B-16'``, ``'RN50'``, ``'lmclip-tiny-vit'``),
@@ -79,6 +98,13 @@ class LMCLIPClassifier(BaseClassifier):
         score_activation (str): ``pred_score`` of predictions: ``'none'``
             (raw logits, default), ``'softmax'`` over the classes (the
             paper's evaluation protocol) or ``'sigmoid'``.
+        thr (float, optional): ``pred_label`` = the classes whose softmax
+            probability (over the classes) is ``>= thr``.
+        topk (int, optional): ``pred_label`` = the ``topk`` classes of
+            highest score. As mmpretrain's ``MultiLabelClsHead``: if both
+            are given ``thr`` wins; if neither, ``thr=DEFAULT_THR`` (0.1).
+            Per-class thresholds (:meth:`set_class_thresholds`, fitted by
+            ``tools/analysis/fit_thresholds.py``) replace both.
         logit_scale_max (float, optional): upper bound of the logit scale,
             ``s = min(exp(logit_scale), logit_scale_max)`` (e.g. CLIP
             pre-training's 100; note that the bound also stops the gradient
@@ -100,6 +126,8 @@ class LMCLIPClassifier(BaseClassifier):
                      type='CLIPContrastiveLoss'),
                  class_weight_power: Optional[float] = None,
                  score_activation: str = 'none',
+                 thr: Optional[float] = None,
+                 topk: Optional[int] = None,
                  logit_scale_max: Optional[float] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
@@ -137,6 +165,16 @@ class LMCLIPClassifier(BaseClassifier):
         self.tokenizer = open_clip.get_tokenizer(
             self.model_name,
             context_length=clip_kwargs.get('force_context_length'))
+
+        if thr is None and topk is None:
+            thr = DEFAULT_THR
+        if thr is not None and not 0 <= thr <= 1:
+            raise ValueError(f'thr must be in [0, 1], got {thr}')
+        if topk is not None and (not isinstance(topk, int) or topk < 1):
+            raise ValueError(f'topk must be a positive int, got {topk!r}')
+        self.thr = thr
+        self.topk = topk
+        self.register_buffer('class_thresholds', None)
 
         self.prompt_template = prompt_template
         self.score_activation = score_activation
@@ -267,6 +305,10 @@ class LMCLIPClassifier(BaseClassifier):
                               error_msgs):
         # Checkpoints of lmclip_mm <= 0.1.0 kept the classes in a non-tensor
         # ``_extra_state`` entry: read it once and drop it.
+        key = prefix + 'class_thresholds'
+        if key in state_dict:
+            self.class_thresholds = state_dict[key].detach().clone().to(
+                torch.float32)
         legacy = state_dict.pop(prefix + '_extra_state', None)
         if isinstance(legacy, dict):
             self._restore_classes(legacy.get('classes'),
@@ -326,6 +368,48 @@ class LMCLIPClassifier(BaseClassifier):
 
     # mmpretrain.apis.get_model assigns ``model._dataset_meta``
     _dataset_meta = dataset_meta
+
+    # ------------------------------------------------------------------
+    # decision rule
+
+    def set_class_thresholds(self, thresholds) -> None:
+        """Per-class thresholds on the softmax probabilities (``(C,)``, in
+        [0, 1]; None removes them). Saved with the model's state dict."""
+        if thresholds is None:
+            self.class_thresholds = None
+            return
+        thresholds = torch.as_tensor(
+            thresholds, dtype=torch.float32).detach().clone().flatten()
+        if self.num_classes is not None and \
+                thresholds.numel() != self.num_classes:
+            raise ValueError(f'{thresholds.numel()} thresholds for '
+                             f'{self.num_classes} classes')
+        if not torch.isfinite(thresholds).all() or (thresholds < 0).any() \
+                or (thresholds > 1).any():
+            raise ValueError('class thresholds must be in [0, 1]')
+        self.class_thresholds = thresholds.to(self._device())
+
+    @staticmethod
+    def decision_scores(logits: torch.Tensor) -> torch.Tensor:
+        """The scores ``thr`` and the class thresholds apply to: the
+        softmax over the classes, float32."""
+        return logits.float().softmax(dim=-1)
+
+    def predict_labels(self, logits: torch.Tensor) -> List[torch.Tensor]:
+        """``pred_label`` (class indices) of each row of ``logits``."""
+        probs = self.decision_scores(logits)
+        if self.class_thresholds is not None:
+            if self.class_thresholds.numel() != probs.size(1):
+                raise ValueError(
+                    f'{self.class_thresholds.numel()} class thresholds for '
+                    f'{probs.size(1)} classes')
+            keep = probs >= self.class_thresholds.to(probs.device)
+        elif self.thr is not None:
+            keep = probs >= self.thr
+        else:
+            k = min(self.topk, probs.size(1))
+            return list(probs.topk(k, dim=1).indices)
+        return [torch.nonzero(row).flatten() for row in keep]
 
     # ------------------------------------------------------------------
     # caches
@@ -472,7 +556,8 @@ class LMCLIPClassifier(BaseClassifier):
                 inputs: torch.Tensor,
                 data_samples: Optional[List[DataSample]] = None,
                 **kwargs) -> List[DataSample]:
-        """``pred_score`` (C,) per image (raw logits or activated)."""
+        """``pred_score`` (C,) per image (raw logits or activated) and
+        ``pred_label`` (the predicted classes, see the class docstring)."""
         with torch.no_grad():
             logits = self._logits(self.extract_feat(inputs)).float()
         if self.score_activation == 'softmax':
@@ -486,6 +571,7 @@ class LMCLIPClassifier(BaseClassifier):
         elif len(data_samples) != scores.size(0):
             raise ValueError(f'{len(data_samples)} data samples for '
                              f'{scores.size(0)} images')
-        for data_sample, score in zip(data_samples, scores):
-            data_sample.set_pred_score(score)
+        labels = self.predict_labels(logits)
+        for data_sample, score, label in zip(data_samples, scores, labels):
+            data_sample.set_pred_score(score).set_pred_label(label)
         return data_samples

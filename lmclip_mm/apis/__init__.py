@@ -1,0 +1,4 @@
+# Copyright (c) lmclip_mm authors.
+from .inferencer import MultiLabelClsInferencer
+
+__all__ = ['MultiLabelClsInferencer']
