@@ -11,9 +11,11 @@ paper's evaluation protocol ranks by it).
 """
 import argparse
 import os.path as osp
+from contextlib import nullcontext
 
 import lmclip_mm  # noqa: F401  registers components, guards checkpoints
 import torch
+from lmclip_mm.models.utils.open_clip_helpers import weights_from_checkpoint
 from lmclip_mm.utils import launch
 from mmengine.config import Config, DictAction
 
@@ -44,8 +46,14 @@ def build_inferencer(cfg, checkpoint, device=None):
     from lmclip_mm.apis import \
         MultiLabelClsInferencer as ImageClassificationInferencer
     pretrained = None if checkpoint in (None, 'none') else checkpoint
-    inferencer = ImageClassificationInferencer(
-        model=cfg, pretrained=pretrained or False, device=device)
+    if pretrained is None:
+        launch.check_zero_shot(cfg)
+    # with a checkpoint, the CLIP's weights come from it: no "initialized
+    # randomly" warning while the model is built
+    with (weights_from_checkpoint(pretrained) if pretrained
+          else nullcontext()):
+        inferencer = ImageClassificationInferencer(
+            model=cfg, pretrained=pretrained or False, device=device)
     model = inferencer.model
     meta = dict(getattr(model, '_dataset_meta', None) or {})
     if not meta.get('classes'):

@@ -10,10 +10,12 @@ Same flags as mmpretrain's ``tools/test.py`` plus ``--trust-checkpoint`` and
 """
 import argparse
 import os.path as osp
+from contextlib import nullcontext
 from copy import deepcopy
 
 import lmclip_mm  # noqa: F401  registers components, guards checkpoints
 import mmengine
+from lmclip_mm.models.utils.open_clip_helpers import weights_from_checkpoint
 from lmclip_mm.utils import launch
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.evaluator import DumpResults
@@ -135,12 +137,18 @@ def main(argv=None):
     cfg = launch.track_config(merge_args(cfg, args))
     if args.trust_checkpoint:
         launch.trust_from_cli([cfg.load_from], cfg)
+    if args.zero_shot:
+        launch.check_zero_shot(cfg)
     launch.init_distributed(args.launcher, cfg)
 
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        runner = RUNNERS.build(cfg)
+    # with a checkpoint, the CLIP's weights come from it: no "initialized
+    # randomly" warning while the model is built
+    with (weights_from_checkpoint(args.checkpoint) if args.checkpoint
+          else nullcontext()):
+        if 'runner_type' not in cfg:
+            runner = Runner.from_cfg(cfg)
+        else:
+            runner = RUNNERS.build(cfg)
 
     if args.out and args.out_item in ['pred', None]:
         runner.test_evaluator.metrics.append(

@@ -7,13 +7,41 @@ without GPUs (gloo), and loads checkpoints with torch's weights-only
 unpickler (see ``lmclip_mm.utils.checkpoint``).
 """
 import argparse
+import os
 import os.path as osp
+from copy import deepcopy
 
 import lmclip_mm  # noqa: F401  registers components, guards checkpoints
 from lmclip_mm.utils import launch
 from mmengine.config import Config, DictAction
+from mmengine.hooks import Hook
 from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.runner import EpochBasedTrainLoop, Runner
+
+
+class RunAlreadyFinished(Exception):
+    """``--resume`` found a run that already reached its last epoch."""
+
+
+class FinishedRunCheck(Hook):
+    """With ``--resume``: stop before the train loop (which would do nothing
+    and exit silently) when the resumed checkpoint is the run's end."""
+
+    def before_train(self, runner) -> None:
+        loop = runner.train_loop
+        if isinstance(loop, EpochBasedTrainLoop):
+            done, total, unit = runner.epoch, loop.max_epochs, 'epoch'
+        else:
+            done, total, unit = runner.iter, runner.max_iters, 'iteration'
+        if done < total:
+            return
+        work_dir = runner.work_dir
+        ckpts = sorted(f for f in os.listdir(work_dir) if f.endswith('.pth'))
+        raise RunAlreadyFinished(
+            f'The run in {work_dir} already finished ({unit} {done} of '
+            f'{total}): nothing to resume. Its checkpoints, in {work_dir}: '
+            f'{", ".join(ckpts) or "none"}. To train again, use another '
+            '--work-dir.')
 
 
 def parse_args(argv=None):
@@ -110,7 +138,12 @@ def merge_args(cfg, args):
         cfg.auto_scale_lr.enable = True
 
     if args.cfg_options is not None:
+        max_epochs = cfg.get('train_cfg', {}).get('max_epochs')
+        schedulers = deepcopy(cfg.get('param_scheduler'))
         cfg.merge_from_dict(args.cfg_options)
+        # the schedule follows a new train_cfg.max_epochs
+        for note in launch.follow_max_epochs(cfg, max_epochs, schedulers):
+            print(f'note: {note}')
     # after --cfg-options: persistent_workers depends on the final
     # num_workers (torch rejects it without workers)
     launch.set_dataloader_defaults(
@@ -136,7 +169,13 @@ def main(argv=None):
         runner = Runner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
-    runner.train()
+    if cfg.get('resume'):
+        runner.register_hook(FinishedRunCheck(), priority='HIGHEST')
+    try:
+        runner.train()
+    except RunAlreadyFinished as done:
+        print(done)  # --resume of a finished run: nothing to do
+        return None
 
 
 if __name__ == '__main__':

@@ -98,6 +98,47 @@ def use_amp(wrapper_cfg: ConfigDict) -> ConfigDict:
     return wrapper_cfg
 
 
+def follow_max_epochs(cfg: Config, old_max_epochs: int,
+                      old_schedulers) -> List[str]:
+    """Let the lr/momentum schedule follow a new ``train_cfg.max_epochs``.
+
+    ``--cfg-options train_cfg.max_epochs=N`` changes the loop only: the
+    schedulers' ``end`` was computed from the config's own ``max_epochs``
+    when the config was read (a cosine of a 30-epoch config would stop at
+    epoch N far from its ``eta_min``). Each epoch-based scheduler that
+    ended at the old ``max_epochs`` and that ``--cfg-options`` left alone
+    (``old_schedulers``: the ``param_scheduler`` before the merge) gets
+    ``end=N``, and ``T_max=N-begin`` where it was ``old-begin``. One that
+    would start at or after epoch N is left as it is (it never acts).
+    Returns one line per changed scheduler.
+    """
+    new_max = cfg.get('train_cfg', {}).get('max_epochs')
+    schedulers = cfg.get('param_scheduler')
+    if new_max is None or new_max == old_max_epochs or schedulers is None:
+        return []
+    single = isinstance(schedulers, dict)
+    items = [schedulers] if single else list(schedulers)
+    olds = [old_schedulers] if isinstance(old_schedulers, dict) else list(
+        old_schedulers or [])
+    notes = []
+    for i, sched in enumerate(items):
+        if not isinstance(sched, dict) or i >= len(olds) or sched != olds[i]:
+            continue  # not a config dict, or set by --cfg-options itself
+        begin = sched.get('begin', 0)
+        if not sched.get('by_epoch', True) or \
+                sched.get('end') != old_max_epochs or new_max <= begin:
+            continue
+        changes = [f'end {sched["end"]} -> {new_max}']
+        sched['end'] = new_max
+        if sched.get('T_max') == old_max_epochs - begin:
+            changes.append(f'T_max {sched["T_max"]} -> {new_max - begin}')
+            sched['T_max'] = new_max - begin
+        where = 'param_scheduler' if single else f'param_scheduler[{i}]'
+        notes.append(f'{where} ({sched.get("type")}): {", ".join(changes)} '
+                     f'to follow train_cfg.max_epochs={new_max}')
+    return notes
+
+
 def _cpu_wrapper_cfg(wrapper_cfg):
     # mmengine's Runner.wrap_model looks the type up with
     # ``MODEL_WRAPPERS.get`` on the root registry, which ignores the default
@@ -134,6 +175,32 @@ def trust_from_cli(paths, cfg: Optional[Config] = None) -> None:
     for path in paths:
         if path:
             ckpt_utils.trust_checkpoint(path)
+
+
+class ToolError(Exception):
+    """A tool refuses what it was asked to do; :func:`run_cli` prints the
+    message alone as ``error: <message>``."""
+
+
+def _clip_cfg(cfg: Config):
+    model = cfg.get('model') or {}
+    if 'clip' not in model and isinstance(model.get('module'), dict):
+        model = model['module']  # --tta wraps the model
+    return model.get('clip') if isinstance(model, dict) else None
+
+
+def check_zero_shot(cfg: Config) -> None:
+    """Refuse zero-shot evaluation of a CLIP without pretrained weights:
+    it would score a random model."""
+    clip = _clip_cfg(cfg)
+    if clip is not None and not clip.get('pretrained'):
+        name = clip.get('model_name', 'the CLIP')
+        raise ToolError(
+            f'zero-shot needs pretrained weights, but model.clip.pretrained '
+            f'is {clip.get("pretrained")!r} (a random {name}): set '
+            '--cfg-options model.clip.pretrained=openai (or the path of a '
+            'weights file, e.g. ViT-B-16.pt), or evaluate a trained '
+            'checkpoint instead')
 
 
 def user_errors() -> tuple:
@@ -262,6 +329,11 @@ def run_cli(main, argv=None):
     """
     try:
         return main(argv)
+    except ToolError as err:
+        if os.environ.get('LMCLIP_TRACEBACK'):
+            raise
+        print(f'error: {err}', file=sys.stderr)
+        sys.exit(1)
     except user_errors() as err:
         if os.environ.get('LMCLIP_TRACEBACK'):
             raise

@@ -96,10 +96,16 @@ def test_zero_shot_from_a_local_weights_file(short_run, tested, tool,
 
 def test_zero_shot_random_model_is_near_chance(tool, toy_root, short_run,
                                                tmp_path):
+    # --zero-shot refuses pretrained=None: the random weights go in a file
+    import lmclip_mm  # noqa: F401
+    from lmclip_mm.models.utils import create_clip_model
+    torch.manual_seed(0)
+    weights = tmp_path / 'tiny_random.pt'
+    torch.save(create_clip_model('lmclip-tiny-rn').state_dict(), weights)
     out = tmp_path / 'zs.json'
     tool(['test.py', REPO_CFG, '--zero-shot', '--work-dir', tmp_path,
           '--out', out, '--out-item', 'metrics', '--cfg-options',
-          *_options(toy_root)])
+          *_options(toy_root, f'model.clip.pretrained={weights}')])
     assert json.loads(out.read_text())['long-tail/mAP'] < 2 * CHANCE_MAP
 
 

@@ -2,6 +2,8 @@
 (issue 15)."""
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 TOY = REPO / 'configs' / 'lmclip_toy_mlt_tiny.py'
 
@@ -25,3 +27,75 @@ def test_type_typo_is_one_error_line_naming_key_and_closest_name(
                 check=False)
     assert proc.returncode == 1 and 'Traceback' in proc.stderr
     assert 'KeyError' in proc.stderr
+
+
+def _options(root, *extra, loaders=('train_dataloader', 'val_dataloader',
+                                      'test_dataloader')):
+    return [f'{k}.dataset.data_root={root}' for k in loaders] + list(extra)
+
+
+def _train_options(root):  # with --no-validate (no val_dataloader)
+    return _options(root, 'train_cfg.max_epochs=1',
+                    loaders=('train_dataloader', 'test_dataloader'))
+
+
+@pytest.fixture(scope='module')
+def finished_run(tmp_path_factory, tool):
+    """A finished 1-epoch run of the toy config (toy set generated on first
+    use)."""
+    root = tmp_path_factory.mktemp('toy') / 'toy'
+    work_dir = tmp_path_factory.mktemp('finished')
+    tool(['train.py', TOY, '--work-dir', work_dir, '--no-validate',
+          '--cfg-options', *_train_options(root)])
+    return root, work_dir
+
+
+def test_resume_of_a_finished_run_says_so(finished_run, tool):
+    root, work_dir = finished_run
+    proc = tool(['train.py', TOY, '--work-dir', work_dir, '--resume',
+                 '--no-validate', '--cfg-options',
+                 *_train_options(root)])
+    assert proc.returncode == 0
+    assert (f'The run in {work_dir} already finished (epoch 1 of 1): '
+            f'nothing to resume. Its checkpoints, in {work_dir}: '
+            'epoch_1.pth. To train again, use another --work-dir.'
+            ) in proc.stdout, proc.stdout[-2000:]
+    # an explicit checkpoint too
+    proc = tool(['train.py', TOY, '--work-dir', work_dir, '--resume',
+                 work_dir / 'epoch_1.pth', '--no-validate', '--cfg-options',
+                 *_train_options(root)])
+    assert 'already finished (epoch 1 of 1)' in proc.stdout
+
+
+def test_checkpoint_runs_do_not_announce_a_random_init(finished_run, tool,
+                                                        tmp_path):
+    root, work_dir = finished_run
+    ckpt = work_dir / 'epoch_1.pth'
+    proc = tool(['test.py', TOY, ckpt, '--work-dir', tmp_path,
+                 '--cfg-options', *_options(root)])
+    assert 'initialized randomly' not in proc.stdout + proc.stderr
+    image = sorted((root / 'images' / 'test').glob('*.jpg'))[0]
+    proc = tool(['infer.py', TOY, ckpt, image, '--cfg-options',
+                 *_options(root)])
+    assert str(image) in proc.stdout
+    assert 'initialized randomly' not in proc.stdout + proc.stderr
+
+
+ZERO_SHOT_ERROR = (
+    "error: zero-shot needs pretrained weights, but model.clip.pretrained is "
+    "None (a random lmclip-tiny-rn): set --cfg-options "
+    "model.clip.pretrained=openai (or the path of a weights file, e.g. "
+    "ViT-B-16.pt), or evaluate a trained checkpoint instead")
+
+
+def test_zero_shot_without_pretrained_weights_is_refused(tool, tmp_path):
+    proc = tool(['test.py', TOY, '--zero-shot', '--work-dir', tmp_path],
+                check=False)
+    assert proc.returncode == 1
+    assert _error_lines(proc.stderr) == [ZERO_SHOT_ERROR], proc.stderr
+    assert 'Traceback' not in proc.stderr
+    assert not list(tmp_path.rglob('*.json'))  # nothing evaluated
+    # infer.py's zero-shot ("none" for CHECKPOINT) as well
+    proc = tool(['infer.py', TOY, 'none', TOY], check=False)
+    assert proc.returncode == 1
+    assert _error_lines(proc.stderr) == [ZERO_SHOT_ERROR], proc.stderr

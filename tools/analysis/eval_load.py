@@ -4,7 +4,8 @@
 Writes stand-in JPEGs at the real COCO-MLT file layout (the real list files
 from ``--split-dir``, e.g. data/coco_mlt/longtail2017 after
 ``bash data/download_coco_mlt.sh``), then
-evaluates ``configs/lmclip_coco_mlt_vitb16.py`` with the tiny CLIP through
+evaluates ``configs/lmclip_coco_mlt_vitb16.py`` with the tiny CLIP (random
+weights, saved to a file) through
 ``tools/test.py --zero-shot`` in fresh processes on the first K images for
 several K, and prints wall time, images/s and each process's peak RSS. The
 peak must not grow with K beyond what the evaluator stores (two float32
@@ -76,14 +77,28 @@ def make_root(split_dir, root, size):
     return len(paths)
 
 
+def random_weights(path, model_name='lmclip-tiny-vit'):
+    """A weights file of a randomly initialised ``model_name``:
+    ``tools/test.py --zero-shot`` refuses a CLIP without weights."""
+    import torch
+    from lmclip_mm.models.utils import create_clip_model
+    torch.manual_seed(0)
+    torch.save(create_clip_model(model_name).state_dict(), path)
+    return path
+
+
 def run_test(root, count, args, work_dir):
     out = osp.join(work_dir, f'metrics_{count}.json')
+    weights = osp.join(work_dir, 'tiny_random.pt')
+    if not osp.isfile(weights):
+        random_weights(weights)
     s = args.model_size
     cmd = [
         sys.executable, osp.join(REPO, 'tools', 'test.py'), CONFIG,
         '--zero-shot', '--work-dir', work_dir, '--out', out, '--out-item',
         'metrics', '--cfg-options', 'model.clip.model_name=lmclip-tiny-vit',
-        'model.clip.pretrained=None', f'test_dataloader.dataset.data_root={root}',
+        f'model.clip.pretrained={weights}',
+        f'test_dataloader.dataset.data_root={root}',
         f'test_dataloader.dataset.indices={count}',
         f'test_dataloader.dataset.pipeline.1.scale=({s},{s})',
         f'test_dataloader.batch_size={args.batch_size}',

@@ -43,6 +43,7 @@ from ...utils.checkpoint import (UntrustedCheckpointError, is_trusted,
 
 __all__ = [
     'MODEL_CONFIG_DIR', 'register_model_configs', 'create_clip_model',
+    'weights_from_checkpoint',
     'supports_eot_truncation', 'eot_truncate', 'encode_text',
     'supports_packing', 'encode_texts_packed', 'sdpa_attention',
     'supports_class_token_shortcut', 'encode_image'
@@ -65,6 +66,45 @@ def register_model_configs() -> None:
 
 
 register_model_configs()
+
+
+_RANDOM_INIT_WARNING = 'No pretrained weights loaded for model'
+
+
+class _DropRandomInitWarning(logging.Filter):
+    """Drops open_clip's "No pretrained weights loaded ... Model initialized
+    randomly." (logged with ``logging.warning``, i.e. on the root logger)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_RANDOM_INIT_WARNING)
+
+
+@contextmanager
+def _quiet_random_init():
+    root = logging.getLogger()
+    drop = _DropRandomInitWarning()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+
+
+#: checkpoints whose weights replace those of the CLIP models built now
+_checkpoints: List[str] = []
+
+
+@contextmanager
+def weights_from_checkpoint(checkpoint: str):
+    """While active, a CLIP created without pretrained weights is not
+    announced as "initialized randomly" by open_clip: the caller loads
+    ``checkpoint`` into it afterwards (``tools/test.py``,
+    ``tools/infer.py``). Training from scratch keeps the warning."""
+    _checkpoints.append(str(checkpoint))
+    try:
+        yield
+    finally:
+        _checkpoints.pop()
 
 
 def _is_torchscript_archive(path: str) -> bool:
@@ -157,6 +197,12 @@ def create_clip_model(model_name: str,
             model_name, weights_only=True, **kwargs)
 
     if not pretrained:
+        if _checkpoints:
+            logger.info(f'open_clip model {name}: weights from the '
+                        f'checkpoint {_checkpoints[-1]}')
+            with _quiet_random_init():
+                return open_clip.create_model(
+                    name, pretrained=None, weights_only=True, **kwargs)
         logger.info(f'open_clip model {name}: random initialisation '
                     '(pretrained=None)')
         return open_clip.create_model(
@@ -189,8 +235,9 @@ def create_clip_model(model_name: str,
             f'{pretrained!r} a pretrained tag of {name}; its tags: {tags})')
     if _is_torchscript_archive(path):
         kwargs.setdefault('force_quick_gelu', True)
-        model = open_clip.create_model(
-            name, pretrained=None, weights_only=True, **kwargs)
+        with _quiet_random_init():  # the archive's weights follow
+            model = open_clip.create_model(
+                name, pretrained=None, weights_only=True, **kwargs)
         try:
             _load_torchscript_weights(model, path)
         except Exception as e:

@@ -391,3 +391,32 @@ def test_no_class_token_shortcut(model_or_options):
         torch.testing.assert_close(encode_image(model, images),
                                    model.encode_image(images))
 
+
+
+def test_random_init_warning_only_without_a_checkpoint(caplog):
+    """open_clip's "Model initialized randomly" is misleading when a
+    checkpoint's weights are loaded next (tools/test.py, tools/infer.py);
+    training from scratch keeps it."""
+    import logging
+
+    from lmclip_mm.models.utils.open_clip_helpers import (
+        create_clip_model, weights_from_checkpoint)
+    with caplog.at_level(logging.INFO):
+        create_clip_model('lmclip-tiny-rn')
+    assert any('initialized randomly' in r.getMessage()
+               for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        with weights_from_checkpoint('work_dirs/x/epoch_30.pth'):
+            create_clip_model('lmclip-tiny-rn')
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any('initialized randomly' in m for m in messages), messages
+    assert ('open_clip model lmclip-tiny-rn: weights from the checkpoint '
+            'work_dirs/x/epoch_30.pth') in messages
+    # the filter is gone afterwards
+    assert not logging.getLogger().filters
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        create_clip_model('lmclip-tiny-rn')
+    assert any('initialized randomly' in r.getMessage()
+               for r in caplog.records)
