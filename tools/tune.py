@@ -614,10 +614,16 @@ def _open_storage(url, heartbeat):
         kwargs = dict(heartbeat_interval=heartbeat,
                       grace_period=max(4 * heartbeat, 120),
                       heartbeat_stale_trial_callback=requeue)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=sqlite_engine_kwargs(url), **kwargs)
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=sqlite_engine_kwargs(url), **kwargs)
+        except Exception:  # workers creating the tables at once
+            if attempt == 4:
+                raise
+            time.sleep(1 + attempt)
 
 
 def run_optuna(args, base, tune):

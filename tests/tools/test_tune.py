@@ -315,6 +315,39 @@ def test_interrupted_trials_requeued(tune_tool, tmp_path):
     assert tune_tool.counted_trials(study) == []
 
 
+def test_interrupted_tuner_stops_and_requeues_its_trial(
+        tune_tool, tmp_path, monkeypatch):
+    """Ctrl-C while a trial trains: the training process is killed, the
+    trial's values are queued again, the interrupt goes on."""
+    sleeper = tmp_path / 'sleep.py'
+    sleeper.write_text('import time\ntime.sleep(120)\n')
+    monkeypatch.setattr(tune_tool, 'TRAIN_PY', str(sleeper))
+    study = optuna.create_study(study_name='s',
+                                storage=f'sqlite:///{tmp_path}/s.db')
+    trial = study.ask()
+    trial.suggest_float('x', 0, 1)
+    objective = tune_tool.OptunaObjective.__new__(tune_tool.OptunaObjective)
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 2.0)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            objective._train('c.py', str(tmp_path), str(tmp_path / 'l.log'),
+                             trial)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    pid = study.trials[0].user_attrs['train_pid']
+    assert not Path(f'/proc/{pid}').exists()
+    assert study.trials[0].user_attrs['interrupted'] == 'tuner interrupted'
+    waiting = study.trials[1]
+    assert waiting.state.name == 'WAITING'
+    assert waiting.params == study.trials[0].params
+
+
 # -- end to end on the toy set ----------------------------------------------------
 TOY_TUNE_CFG = '''
 _base_ = [{base!r}]
@@ -462,6 +495,39 @@ def test_optuna_study_prunes_fails_and_resumes(tmp_path):
     assert len(optuna.load_study(
         study_name='toy_tune',
         storage=f'sqlite:///{work}/study.db').trials) == len(trials)
+
+
+def test_two_workers_share_one_study(tmp_path):
+    """Several GPUs/machines: workers given the same --storage run the
+    trials of one study, each trial once, until --n-trials in all."""
+    cfg = write_toy_tune_cfg(tmp_path)
+    work = tmp_path / 'work'
+    db = tmp_path / 'shared.db'
+    cmd = tune_cmd(cfg, work, '--n-trials', 3, '--storage',
+                   f'sqlite:///{db}', '--study-name', 'shared',
+                   '--cfg-options', 'train_cfg.max_epochs=1',
+                   'tune.points_to_evaluate=[]')
+    logs = [tmp_path / f'worker{i}.log' for i in range(2)]
+    procs = []
+    for log_path in logs:
+        with open(log_path, 'w') as out:
+            procs.append(subprocess.Popen(cmd, stdout=out,
+                                          stderr=subprocess.STDOUT,
+                                          env=tool_env(), cwd=REPO))
+        wait_for(lambda: db.exists(), 300, 'the study')
+        time.sleep(2)
+    for proc in procs:
+        assert proc.wait(timeout=1500) == 0, [p.read_text()[-3000:]
+                                              for p in logs]
+    study = optuna.load_study(study_name='shared', storage=f'sqlite:///{db}')
+    trials = study.get_trials()
+    assert all(t.state.name == 'COMPLETE' for t in trials)
+    # each worker stops once 3 trials are done: one more at most per
+    # other worker (a trial it had started meanwhile)
+    assert 3 <= len(trials) <= 4
+    assert len({t.user_attrs['pid'] for t in trials}) == 2
+    for t in trials:
+        assert (work / f'trial_{t.number}' / 'trial_report.json').exists()
 
 
 def test_ray_backend(tmp_path):
