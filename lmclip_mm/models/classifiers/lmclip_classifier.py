@@ -93,8 +93,16 @@ class LMCLIPClassifier(BaseClassifier):
             disables it. Defaults to ``dict(type='CLIPContrastiveLoss')``.
         class_weight_power (float, optional): ``s`` of the loss class
             weights ``w_c = r_c ** s / max(r ** s)``, ``r_c = N / n_c`` (from
-            the dataset's ``class_counts`` and ``num_train_images``). None:
-            no class weights.
+            the dataset's ``class_counts`` and ``num_train_images``; the
+            :class:`~lmclip_mm.engine.hooks.DatasetMetaHook` counts them with
+            ``get_cat_ids`` when a dataset's metainfo lacks them, e.g.
+            mmpretrain's ``MultiLabelDataset`` and ``VOC``). None: no class
+            weights.
+        caption_prefix (str): a training sample without a ``caption`` (e.g.
+            from mmpretrain's own datasets) gets the template caption
+            ``caption_prefix + ', '.join(its class names)`` (the template of
+            :class:`~lmclip_mm.datasets.LongTailMultiLabelDataset`).
+            Defaults to ``'a photo of a '``.
         score_activation (str): ``pred_score`` of predictions: ``'none'``
             (raw logits, default), ``'softmax'`` over the classes (the
             paper's evaluation protocol) or ``'sigmoid'``.
@@ -128,6 +136,7 @@ class LMCLIPClassifier(BaseClassifier):
                  score_activation: str = 'none',
                  thr: Optional[float] = None,
                  topk: Optional[int] = None,
+                 caption_prefix: str = 'a photo of a ',
                  logit_scale_max: Optional[float] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
@@ -176,6 +185,7 @@ class LMCLIPClassifier(BaseClassifier):
         self.topk = topk
         self.register_buffer('class_thresholds', None)
 
+        self.caption_prefix = caption_prefix
         self.prompt_template = prompt_template
         self.score_activation = score_activation
         self.logit_scale_max = logit_scale_max
@@ -239,13 +249,16 @@ class LMCLIPClassifier(BaseClassifier):
         self._classes_generation += 1
         self._text_cache = None
 
-    def set_dataset_meta(self, metainfo: dict) -> None:
+    def set_dataset_meta(self, metainfo: dict, training: bool = True) -> None:
         """Take the class names and the class weights from a dataset.
 
         Args:
             metainfo (dict): the dataset's ``metainfo``: ``classes``, and,
                 when ``class_weight_power`` is set, ``class_counts`` (train
                 images per class) and ``num_train_images``.
+            training (bool): the metainfo is the train set's. With False
+                (validation, test) missing counts keep the class weights
+                the model has (they only matter for the loss).
         """
         if not metainfo or 'classes' not in metainfo:
             raise KeyError("the dataset metainfo has no 'classes'")
@@ -260,6 +273,9 @@ class LMCLIPClassifier(BaseClassifier):
         if self.class_weight_power is not None:
             missing = [k for k in ('class_counts', 'num_train_images')
                        if k not in metainfo]
+            if missing and not training:
+                self.__dict__['_lmclip_dataset_meta'] = dict(metainfo)
+                return
             if missing:
                 raise KeyError(
                     f'class_weight_power={self.class_weight_power} needs '
@@ -523,6 +539,22 @@ class LMCLIPClassifier(BaseClassifier):
                 [label_to_onehot(label, num_classes) for label in labels])
         return target.to(self._device(), torch.float32)
 
+    def template_caption(self, data_sample: DataSample) -> str:
+        """``caption_prefix + ', '.join(class names)`` of a sample's labels
+        (``gt_label``, or the positives of ``gt_score``)."""
+        if 'gt_label' in data_sample:
+            labels = data_sample.gt_label.flatten().tolist()
+        elif 'gt_score' in data_sample:
+            labels = torch.nonzero(
+                data_sample.gt_score == 1).flatten().tolist()
+        else:
+            labels = []
+        names = [self.classes[i] for i in labels
+                 if 0 <= i < len(self.classes)]
+        if not names:
+            return self.caption_prefix.strip() or 'a photo'
+        return self.caption_prefix + ', '.join(names)
+
     def loss(self, inputs: torch.Tensor,
              data_samples: List[DataSample]) -> Dict[str, torch.Tensor]:
         image_features = self.extract_feat(inputs)
@@ -530,12 +562,13 @@ class LMCLIPClassifier(BaseClassifier):
         captions = classes = caption_features = None
         if self.contrastive_loss is not None:
             captions = [ds.get('caption') for ds in data_samples]
-            if any(not isinstance(c, str) for c in captions):
-                raise ValueError(
-                    'the contrastive loss needs a caption (str) per sample: '
-                    "pack it with dict(type='PackInputs', "
-                    "algorithm_keys=['caption']) or set "
-                    'contrastive_loss=None')
+            for i, caption in enumerate(captions):
+                if caption is None:
+                    captions[i] = self.template_caption(data_samples[i])
+                elif not isinstance(caption, str):
+                    raise ValueError(
+                        'the contrastive loss needs a caption (str) per '
+                        f'sample, got {type(caption).__name__}')
             # the class prompts and the captions in one text pass
             class_features, caption_features = self.encode_texts(
                 self.class_tokens, self.tokenize(captions, 'cpu'))

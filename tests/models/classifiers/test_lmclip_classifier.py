@@ -134,6 +134,11 @@ def test_contrastive_loss_can_be_disabled_and_needs_captions():
         del ds.caption
     data = model.data_preprocessor(batch, True)
     assert set(model(**data, mode='loss')) == {'loss_bal'}
+    # without captions the contrastive loss uses template captions of the
+    # labels (mmpretrain's datasets carry none)
+    assert set(_model()(**data, mode='loss')) == {'loss_bal',
+                                                   'loss_contrastive'}
+    data['data_samples'][0].set_field(3, 'caption')
     with pytest.raises(ValueError, match='caption'):
         _model()(**data, mode='loss')
 
