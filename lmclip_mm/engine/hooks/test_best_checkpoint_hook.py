@@ -33,6 +33,7 @@ class TestBestCheckpointHook(Hook):
             Defaults to its first key.
     """
 
+    __test__ = False  # not a pytest test class despite its name
     priority = 'LOW'  # after the NORMAL hooks; before VERY_LOW checkpoint
     RESULT_FILE = 'test_best_checkpoint.json'
 
