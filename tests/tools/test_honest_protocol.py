@@ -132,13 +132,3 @@ def test_no_validation_means_no_test(tool, toy_root, tmp_path):
     # it fails before training, not after
     assert not list(tmp_path.glob('epoch_*.pth'))
 
-
-def test_metric_must_be_a_save_best_key(tool, toy_root, tmp_path):
-    proc = tool(['train.py', HONEST_CFG, '--work-dir', tmp_path,
-                 '--cfg-options', *_options(
-                     toy_root, 'train_cfg.max_epochs=3',
-                     'default_hooks.test_best.metric=nope/mAP')],
-                check=False)
-    assert proc.returncode != 0
-    assert "metric='nope/mAP' is not one of" in proc.stdout + proc.stderr
-    assert not list(tmp_path.glob('epoch_*.pth'))
