@@ -61,15 +61,17 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
 
     Val and held-out train are disjoint and together give the train list;
     images keep their line order and ``line_no``. The draw depends only on
-    the train list's labels, ``val_fraction`` and ``val_seed``.
+    the train list (its lines' labels, in their order), ``val_fraction`` and
+    ``val_seed``: every process and every run draws the same split.
 
     The class groups and counts always come from the FULL train list (the
     test and val splits, and a held-out train split, read the whole train
     file for them), so the head/middle/tail groups and the loss class
-    weights are the benchmark's, whichever protocol is used: a split must
-    not move a class across the 20 / 100 thresholds, and stratification
-    keeps each class's share so ``N / n_c`` barely changes. ``metainfo``
-    holds:
+    weights are the benchmark's, whichever protocol is used: holding out
+    val must not move a class across the 20 / 100 thresholds (VOC-MLT's
+    motorbike, 20 train images, would become a tail class with 18), and
+    stratification keeps each class's share, so ``N / n_c`` barely changes.
+    ``metainfo`` holds:
 
     * ``classes``: tuple of class names ordered by id;
     * ``class_counts``: list of ``n_c``, the number of train images with
