@@ -24,5 +24,9 @@ _checkpoint.install()
 
 from . import datasets, engine, evaluation, models  # noqa: E402,F401
 from .models import wrappers  # noqa: E402,F401
+from .apis import register_lmclip_models  # noqa: E402
+
+# the configs as mmpretrain model names (mmpretrain.list_models('lmclip*'))
+register_lmclip_models()
 
 __all__ = ['__version__']
