@@ -210,7 +210,9 @@ def user_errors() -> tuple:
     ``LMCLIP_TRACEBACK=1`` to get the traceback as well.
     """
     from ..datasets.mlt_format import DatasetFormatError
-    return (DatasetFormatError, ckpt_utils.UntrustedCheckpointError)
+    from ..models.utils.open_clip_helpers import PretrainedWeightsUnavailable
+    return (DatasetFormatError, ckpt_utils.UntrustedCheckpointError,
+            PretrainedWeightsUnavailable)
 
 
 def _short_message(err: BaseException) -> str:
@@ -220,6 +222,9 @@ def _short_message(err: BaseException) -> str:
     if 'Original Traceback' in message:
         tail = [x for x in message.splitlines() if x.strip()]
         message = tail[-1].split(': ', 1)[-1] if tail else message
+    # mmengine's build_from_cfg re-raises a component's error prefixed with
+    # "class `X` in file.py: " (once per nesting level)
+    message = re.sub(r'^(class `[^`]+` in [^:]+: )+', '', message)
     return f'{type(err).__name__}: {message}'
 
 

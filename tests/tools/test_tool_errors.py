@@ -99,3 +99,36 @@ def test_zero_shot_without_pretrained_weights_is_refused(tool, tmp_path):
     proc = tool(['infer.py', TOY, 'none', TOY], check=False)
     assert proc.returncode == 1
     assert _error_lines(proc.stderr) == [ZERO_SHOT_ERROR], proc.stderr
+
+
+def test_unreachable_hub_is_one_error_line(tool, tmp_path):
+    """Offline, pretrained='openai' fails at once with what to do (no
+    download retries, no chained tracebacks). The hub is "unreachable"
+    through a proxy on a closed loopback port: no traffic leaves."""
+    import socket
+    import time
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(('127.0.0.1', 0))
+        proxy = f'http://127.0.0.1:{s.getsockname()[1]}'
+    env = {var: proxy for var in ('HTTPS_PROXY', 'HTTP_PROXY', 'https_proxy',
+                                  'http_proxy', 'ALL_PROXY', 'all_proxy')}
+    env.update(NO_PROXY='', no_proxy='', HF_HUB_OFFLINE='',
+               HF_HOME=str(tmp_path / 'hf'), XDG_CACHE_HOME=str(tmp_path))
+    start = time.monotonic()
+    proc = tool(['test.py', REPO / 'configs' / 'lmclip_voc_mlt_vitb16.py',
+                 '--zero-shot', '--work-dir', tmp_path / 'w'], env=env,
+                check=False)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 1
+    assert 'Traceback' not in proc.stderr
+    lines = _error_lines(proc.stderr)
+    assert len(lines) == 1 and proc.stderr.rstrip().endswith(lines[0])
+    assert lines[0].startswith(
+        "error: PretrainedWeightsUnavailable: the 'openai' weights of "
+        'ViT-B-16 are not in the local cache and cannot be downloaded '
+        '(https://huggingface.co cannot be reached: '), lines[0]
+    assert lines[0].endswith(
+        '--cfg-options model.clip.pretrained=/path/to/ViT-B-16.pt (OpenAI\'s '
+        'released file or an open_clip state dict)')
+    # start-up of the tool included; the download retries took ~60 s
+    assert elapsed < 50, elapsed

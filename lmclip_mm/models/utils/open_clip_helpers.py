@@ -43,7 +43,7 @@ from ...utils.checkpoint import (UntrustedCheckpointError, is_trusted,
 
 __all__ = [
     'MODEL_CONFIG_DIR', 'register_model_configs', 'create_clip_model',
-    'weights_from_checkpoint',
+    'weights_from_checkpoint', 'PretrainedWeightsUnavailable',
     'supports_eot_truncation', 'eot_truncate', 'encode_text',
     'supports_packing', 'encode_texts_packed', 'sdpa_attention',
     'supports_class_token_shortcut', 'encode_image'
@@ -141,6 +141,70 @@ def _load_torchscript_weights(model: torch.nn.Module, path: str) -> None:
     model.load_state_dict(state_dict, strict=True)
 
 
+class PretrainedWeightsUnavailable(RuntimeError):
+    """The weights of a pretrained tag are neither cached nor downloadable
+    (no network): raised at once, before any download retry."""
+
+
+#: seconds to wait for the weights' host before giving up
+HUB_PROBE_TIMEOUT = 5.0
+
+
+def _tag_weights_cached(tag_cfg: dict, cache_dir: Optional[str]) -> bool:
+    """Whether open_clip would find the weights of a tag without network."""
+    if tag_cfg.get('file'):
+        return osp.isfile(tag_cfg['file'])
+    hub = tag_cfg.get('hf_hub', '')
+    if hub:
+        from huggingface_hub import try_to_load_from_cache
+        from open_clip.pretrained import HF_WEIGHTS_NAME, _get_safe_alternatives
+        repo_id, filename = os.path.split(hub)
+        filename = filename or HF_WEIGHTS_NAME
+        for name in [*_get_safe_alternatives(filename), filename]:
+            if isinstance(try_to_load_from_cache(repo_id, name,
+                                                 cache_dir=cache_dir), str):
+                return True
+        return False
+    url = tag_cfg.get('url', '')
+    return bool(url) and osp.isfile(osp.join(
+        cache_dir or osp.expanduser('~/.cache/clip'), osp.basename(url)))
+
+
+def _offline_reason(tag_cfg: dict) -> Optional[str]:
+    """Why the host of a tag's weights cannot be reached, or None.
+
+    ``HF_HUB_OFFLINE=1``, or one request to the host (Hugging Face's
+    endpoint, or the URL's host) that fails within
+    :data:`HUB_PROBE_TIMEOUT` seconds (proxies from the environment are
+    used, as for the download itself).
+    """
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+    if tag_cfg.get('hf_hub'):
+        from huggingface_hub import constants
+        offline = os.environ.get('HF_HUB_OFFLINE', '').upper() in (
+            '1', 'ON', 'YES', 'TRUE') or constants.HF_HUB_OFFLINE
+        if offline:
+            return 'HF_HUB_OFFLINE is set'
+        url = os.environ.get('HF_ENDPOINT') or constants.ENDPOINT
+    else:
+        url = tag_cfg.get('url', '')
+        parts = urllib.parse.urlsplit(url)
+        url = f'{parts.scheme}://{parts.netloc}/'
+    try:
+        # a fresh opener: the proxies of the environment as it is now
+        urllib.request.build_opener().open(
+            urllib.request.Request(url, method='HEAD'),
+            timeout=HUB_PROBE_TIMEOUT).close()
+    except urllib.error.HTTPError:
+        return None  # the host answered
+    except Exception as e:  # URLError, timeout, refused proxy, ...
+        reason = getattr(e, 'reason', None) or e
+        return f'{url} cannot be reached: {reason}'
+    return None
+
+
 def _unknown_model_error(model_name: str) -> ValueError:
     known = open_clip.list_models()
     close = difflib.get_close_matches(model_name, known, n=5, cutoff=0.5)
@@ -180,6 +244,9 @@ def create_clip_model(model_name: str,
         ValueError: unknown model name.
         FileNotFoundError: ``pretrained`` is neither a tag of the model nor
             an existing file.
+        PretrainedWeightsUnavailable: the weights of a tag are not cached
+            and their host cannot be reached (``HF_HUB_OFFLINE=1``, no
+            network); raised within :data:`HUB_PROBE_TIMEOUT` seconds.
         RuntimeError: the weights could not be obtained or loaded.
     """
     for bad in ('jit', 'require_pretrained', 'weights_only'):
@@ -212,6 +279,17 @@ def create_clip_model(model_name: str,
     if tag_cfg:
         if tag_cfg.get('quick_gelu', False):
             kwargs.setdefault('force_quick_gelu', True)
+        if not _tag_weights_cached(tag_cfg, kwargs.get('cache_dir')):
+            # fail fast offline (huggingface_hub would retry for a minute)
+            why = _offline_reason(tag_cfg)
+            if why:
+                raise PretrainedWeightsUnavailable(
+                    f'the {pretrained!r} weights of {name} are not in the '
+                    f'local cache and cannot be downloaded ({why}): run once '
+                    'with network access, or use a local weights file, '
+                    f'e.g. --cfg-options model.clip.pretrained=/path/to/'
+                    f'{name}.pt (OpenAI\'s released file or an open_clip '
+                    'state dict)')
         try:
             return open_clip.create_model(
                 name,

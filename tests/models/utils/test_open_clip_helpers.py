@@ -420,3 +420,49 @@ def test_random_init_warning_only_without_a_checkpoint(caplog):
         create_clip_model('lmclip-tiny-rn')
     assert any('initialized randomly' in r.getMessage()
                for r in caplog.records)
+
+
+def _closed_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize('how', ['HF_HUB_OFFLINE', 'unreachable'])
+def test_uncached_tag_fails_fast_offline(how, tmp_path, monkeypatch):
+    """No minute of download retries: one error saying what to do. The
+    'unreachable' hub is a proxy on a closed loopback port (no traffic
+    leaves the machine)."""
+    import time
+
+    from lmclip_mm.models.utils.open_clip_helpers import (
+        PretrainedWeightsUnavailable, create_clip_model)
+    proxy = f'http://127.0.0.1:{_closed_port()}'
+    for var in ('HTTPS_PROXY', 'HTTP_PROXY', 'https_proxy', 'http_proxy',
+                'ALL_PROXY', 'all_proxy'):
+        monkeypatch.setenv(var, proxy)
+    monkeypatch.setenv('NO_PROXY', '')
+    monkeypatch.setenv('no_proxy', '')
+    if how == 'HF_HUB_OFFLINE':
+        monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+        reason = 'HF_HUB_OFFLINE is set'
+    else:
+        from huggingface_hub import constants
+        monkeypatch.delenv('HF_HUB_OFFLINE', raising=False)
+        monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
+        reason = 'https://huggingface.co cannot be reached: '
+    start = time.monotonic()
+    with pytest.raises(PretrainedWeightsUnavailable) as exc:
+        create_clip_model('ViT-B-16', 'openai', cache_dir=str(tmp_path))
+    assert time.monotonic() - start < 3
+    message = str(exc.value)
+    assert message.startswith(
+        "the 'openai' weights of ViT-B-16 are not in the local cache and "
+        f'cannot be downloaded ({reason}')
+    assert message.endswith(
+        'run once with network access, or use a local weights file, e.g. '
+        '--cfg-options model.clip.pretrained=/path/to/ViT-B-16.pt (OpenAI\'s '
+        'released file or an open_clip state dict)')
+    assert '\n' not in message
+    assert isinstance(exc.value, RuntimeError)
