@@ -310,3 +310,73 @@ def find_bad_images(paths: Sequence[Tuple[int, str]]) -> List[Tuple[int, str,
             if why:
                 bad.append((line_no, path, why))
     return bad
+
+
+#: the reasons of :func:`find_bad_images` that mean "not there"
+_MISSING = ('missing', 'not a regular file')
+
+
+def _images(n: int) -> str:
+    return f'{n} image' if n == 1 else f'{n} images'
+
+
+def bad_images_error(list_file: str,
+                     bad: Sequence[Tuple[int, str, str]],
+                     num_listed: int,
+                     image_root: str,
+                     max_listed: int = 20,
+                     download_hint: Optional[str] = None
+                     ) -> DatasetFormatError:
+    """The error for the bad images of a split (:func:`find_bad_images`).
+
+    :class:`DatasetFileNotFoundError` when every bad image is missing,
+    else :class:`DatasetFormatError` (a truncated or non-image file exists:
+    it is damaged, not missing). The message counts the missing and the
+    damaged images with the right grammar, lists up to ``max_listed`` with
+    their list-file line, and advises for both cases: the paths (relative
+    to ``image_root``) or the files of one's own data, and for the
+    benchmarks ``download_hint`` (default: the download scripts of
+    data/README.md).
+    """
+    missing = [b for b in bad if b[2] in _MISSING or
+               b[2].startswith('cannot stat')]
+    damaged = [b for b in bad if b not in missing]
+    parts = []
+    if missing:
+        parts.append(f'{len(missing)} missing')
+    if damaged:
+        parts.append(f'{len(damaged)} damaged (truncated, empty or not an '
+                     'image)')
+    total = len(bad)
+    if num_listed == 1:
+        head = 'the only image it lists is'
+    else:
+        verb = 'is' if total == 1 else 'are'
+        head = (f'{total} of the {num_listed} images it lists {verb}' if
+                total < num_listed else
+                f'all {num_listed} images it lists are')
+    if len(parts) == 1:
+        what = 'missing' if missing else parts[0].split(' ', 1)[1]
+    else:
+        what = 'bad: ' + ' and '.join(parts)
+    listed = '\n'.join(f'  line {line_no}: {path} ({why})'
+                       for line_no, path, why in bad[:max_listed])
+    more = (f'\n  ... and {total - max_listed} more'
+            if total > max_listed else '')
+    advice = []
+    if missing:
+        advice.append(
+            f'image paths in {osp.basename(list_file)} are relative to '
+            f'{image_root!r}: check that root (data_root / data_prefix) and '
+            'that the files are there')
+    if damaged:
+        advice.append('replace the damaged files (an interrupted copy or '
+                      'download leaves them truncated)')
+    hint = download_hint or ('for VOC-MLT / COCO-MLT, bash '
+                             'data/download_voc_mlt.sh / '
+                             'data/download_coco_mlt.sh fetches (and '
+                             'resumes) the images; see data/README.md')
+    message = (f'{list_file}: {head} {what}:\n{listed}{more}\n'
+               f'{"; ".join(advice)}. {hint[0].upper()}{hint[1:]}.')
+    cls = DatasetFormatError if damaged else DatasetFileNotFoundError
+    return cls(message)

@@ -184,3 +184,52 @@ def test_find_bad_images(tmp_path):
                    (5, str(cut), 'truncated JPEG (no end marker)'),
                    (7, str(cut_png), 'truncated PNG (no end marker)'),
                    (8, str(html), 'not an image (unknown file signature)')]
+
+
+def test_bad_images_error_messages():
+    """Grammar, missing vs damaged, advice for own data and benchmarks
+    (issue 15, item 10)."""
+    from lmclip_mm.datasets.mlt_format import (DatasetFileNotFoundError,
+                                               DatasetFormatError,
+                                               bad_images_error)
+    err = bad_images_error('d/my_train.txt', [(3, 'd/a.jpg', 'missing')],
+                           140, 'd/')
+    assert type(err) is DatasetFileNotFoundError
+    assert str(err) == (
+        "d/my_train.txt: 1 of the 140 images it lists is missing:\n"
+        "  line 3: d/a.jpg (missing)\n"
+        "image paths in my_train.txt are relative to 'd/': check that root "
+        "(data_root / data_prefix) and that the files are there. For VOC-MLT "
+        "/ COCO-MLT, bash data/download_voc_mlt.sh / "
+        "data/download_coco_mlt.sh fetches (and resumes) the images; see "
+        "data/README.md.")
+    assert 'check_images=False' not in str(err)
+    # a truncated JPEG exists: damaged, not "not found"
+    err = bad_images_error('t.txt', [(1, 'a.jpg', 'truncated JPEG (no end '
+                                      'marker)'), (2, 'b.jpg', 'empty file')],
+                           5, 'r/')
+    assert type(err) is DatasetFormatError
+    assert not isinstance(err, FileNotFoundError)
+    assert str(err).startswith(
+        't.txt: 2 of the 5 images it lists are damaged (truncated, empty or '
+        'not an image):\n  line 1: a.jpg (truncated JPEG (no end marker))')
+    assert 'replace the damaged files' in str(err)
+    assert 'relative to' not in str(err)
+    # both kinds; all of them; the only one; a long list; a hint
+    err = bad_images_error('t.txt', [(1, 'a', 'missing'),
+                                     (2, 'b', 'not an image (unknown file '
+                                      'signature)')], 2, 'r/',
+                           download_hint='run x.sh')
+    assert type(err) is DatasetFormatError
+    assert str(err).startswith(
+        't.txt: all 2 images it lists are bad: 1 missing and 1 damaged')
+    assert str(err).endswith('files are there; replace the damaged files '
+                             '(an interrupted copy or download leaves them '
+                             'truncated). Run x.sh.')
+    err = bad_images_error('t.txt', [(1, 'a', 'missing')], 1, 'r/')
+    assert str(err).startswith('t.txt: the only image it lists is missing:')
+    bad = [(i, f'{i}.jpg', 'missing') for i in range(1, 26)]
+    err = bad_images_error('t.txt', bad, 100, 'r/', max_listed=20)
+    assert '25 of the 100 images it lists are missing' in str(err)
+    assert '  line 20: 20.jpg' in str(err) and 'line 21' not in str(err)
+    assert '  ... and 5 more' in str(err)
