@@ -182,6 +182,12 @@ def test_refuses_the_test_split(tune_tool, toy_cfg, tmp_path):
     assert not (tmp_path / 'w').exists()
 
 
+def test_ray_backend_has_no_resume(tune_tool, tmp_path):
+    with pytest.raises(tune_tool.TuneError, match='Tuner.restore'):
+        tune_tool.main([str(TOY_CFG), '--work-dir', str(tmp_path / 'w'),
+                        '--backend', 'ray', '--resume'])
+
+
 def test_points_and_best_config(tune_tool, toy_cfg, tmp_path):
     tune = tune_tool.tune_settings(toy_cfg)
     points = tune_tool.complete_points(toy_cfg, tune['space'],

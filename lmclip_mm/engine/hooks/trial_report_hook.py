@@ -85,6 +85,9 @@ class TrialReportHook(Hook):
             self.key = resolve_metric(metrics, self.metric)
             value = float(metrics[self.key])
             self.history.append([epoch, value])
+            # written before reporting: a tuner may end this process when
+            # it gets the report (Ray at max_t)
+            self._write(runner)
             last_epoch = epoch >= runner.max_epochs
             stop[0] = bool(self.report(runner, epoch, value, metrics)) \
                 and not last_epoch
@@ -93,7 +96,7 @@ class TrialReportHook(Hook):
                 print_log(
                     f'{type(self).__name__}: stopping this trial after epoch '
                     f'{epoch} ({self.key}={value:.4f})', logger='current')
-            self._write(runner)
+                self._write(runner)
         if get_world_size() > 1:
             broadcast_object_list(stop)
         if stop[0]:
