@@ -34,6 +34,8 @@ setup(
         'tests': read_requirements('tests.txt'),
         # tools/tune.py (the tests extra has them too: CI tests tuning)
         'tune': read_requirements('tune.txt'),
+        # tools/train.py --tensorboard (the tests extra has it too)
+        'tensorboard': read_requirements('tensorboard.txt'),
     },
     classifiers=[
         'Programming Language :: Python :: 3.11',

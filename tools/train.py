@@ -97,6 +97,12 @@ def parse_args(argv=None):
         'Note that the quotation marks are necessary and that no white space '
         'is allowed.')
     parser.add_argument(
+        '--tensorboard',
+        action='store_true',
+        help='also write TensorBoard event files (mmengine\'s '
+        'TensorboardVisBackend, under WORK_DIR/<timestamp>/vis_data; needs '
+        'the tensorboard package: pip install -e ".[tensorboard]")')
+    parser.add_argument(
         '--launcher',
         choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none',
@@ -106,6 +112,17 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     launch.ensure_local_rank(args.local_rank)
     return args
+
+
+def add_tensorboard(cfg):
+    """Add mmengine's TensorboardVisBackend to the config's visualizer."""
+    visualizer = cfg.get('visualizer') or dict(type='UniversalVisualizer')
+    backends = list(visualizer.get('vis_backends') or
+                    [dict(type='LocalVisBackend')])
+    if not any('Tensorboard' in str(b.get('type')) for b in backends):
+        backends.append(dict(type='TensorboardVisBackend'))
+    visualizer['vis_backends'] = backends
+    cfg.visualizer = visualizer
 
 
 def merge_args(cfg, args):
@@ -136,6 +153,9 @@ def merge_args(cfg, args):
 
     if args.auto_scale_lr:
         cfg.auto_scale_lr.enable = True
+
+    if args.tensorboard:
+        add_tensorboard(cfg)
 
     if args.cfg_options is not None:
         max_epochs = cfg.get('train_cfg', {}).get('max_epochs')
