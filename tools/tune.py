@@ -37,7 +37,6 @@ import math
 import os
 import os.path as osp
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -115,7 +114,7 @@ class TrialCrashed(Exception):
     """A trial that failed for another reason: the study stops."""
 
 
-# -- the tune dict --------------------------------------------------------------
+# -- the tune dict ------------------------------------------------------------
 def tune_settings(cfg):
     """The config's ``tune`` dict merged over :data:`DEFAULT_TUNE`
     (mmengine's merge: ``space=dict(_delete_=True, ...)`` replaces the
@@ -206,7 +205,7 @@ def pruner_spec(tune, max_epochs):
                 reduction_factor=rf, min_early_stopping_rate=0)
 
 
-# -- configs --------------------------------------------------------------------
+# -- configs ------------------------------------------------------------------
 def set_key(cfg, key, value):
     """``cfg.merge_from_dict({key: value})``: what ``--cfg-options`` does."""
     cfg.merge_from_dict({key: value})
@@ -304,7 +303,8 @@ def build_trial_config(base, tune, params, work_dir, hook, allow_test):
     """Base config (``--cfg-options`` applied) + the trial's values + the
     tuning settings: the val split, a validation every
     ``tune.val_interval`` epochs, the best checkpoint by the tuned metric
-    only (when its key can be told) and ``hook`` (reports each validation to the tuner)."""
+    only (when its key can be told) and ``hook`` (reports each validation
+    to the tuner)."""
     cfg = copy.deepcopy(base)
     apply_params(cfg, tune['space'], params)
     set_val_split(cfg, tune, allow_test)
@@ -403,7 +403,7 @@ def is_trial_error(message):
     return any(x in message for x in TRIAL_ERRORS)
 
 
-# -- processes ------------------------------------------------------------------
+# -- processes ----------------------------------------------------------------
 def _die_with_parent():  # pragma: no cover - runs in the child
     """Linux: the trial process is killed when the tuner dies (SIGKILL
     included), so a killed study leaves no orphan training."""
@@ -431,7 +431,7 @@ def process_token(pid):
     return str(pid)
 
 
-# -- the Optuna backend ------------------------------------------------------------
+# -- the Optuna backend -------------------------------------------------------
 def log(msg):
     print(f'[tune] {msg}', flush=True)
 
@@ -707,7 +707,7 @@ def optuna_rows(study):
     return rows
 
 
-# -- the Ray Tune backend ----------------------------------------------------------
+# -- the Ray Tune backend -----------------------------------------------------
 def _ray_trial_number(trial_dir):
     """0-based index of a Ray trial from its folder name
     (``<trainable>_<trial id>_<index>_<params>...``, index from 1)."""
@@ -841,7 +841,7 @@ def ray_rows(results, metric, max_epochs, work_dir):
     return rows
 
 
-# -- the end: table and best config ------------------------------------------------
+# -- the end: table and best config -------------------------------------------
 def best_row(rows, mode):
     done = [r for r in rows if r['state'] == 'COMPLETE'
             and r['value'] is not None and not math.isnan(r['value'])]
@@ -915,7 +915,7 @@ def finish(args, base, tune, rows):
     return path
 
 
-# -- CLI ----------------------------------------------------------------------------
+# -- CLI ----------------------------------------------------------------------
 def parse_args(argv=None):
     from mmengine.config import DictAction
     p = argparse.ArgumentParser(

@@ -41,7 +41,7 @@ def toy_cfg():
     return Config.fromfile(str(TOY_CFG))
 
 
-# -- the tune dict ----------------------------------------------------------------
+# -- the tune dict ------------------------------------------------------------
 def test_default_is_the_papers_search(tune_tool, toy_cfg):
     tune = tune_tool.tune_settings(toy_cfg)
     assert tune['space'] == {
@@ -110,7 +110,7 @@ def test_metric_resolved_by_suffix():
         resolve_metric({'a/mAP': 1, 'b/mAP': 2}, 'mAP')
 
 
-# -- splits and trial configs -----------------------------------------------------
+# -- splits and trial configs -------------------------------------------------
 def test_trial_config(tune_tool, toy_cfg, tmp_path):
     tune = tune_tool.tune_settings(toy_cfg)
     params = dict(batch_size=16, gamma_neg=3.5, loss_weight=0.5,
@@ -156,8 +156,8 @@ def test_val_fraction_and_seed_shared(tune_tool, toy_cfg):
         out.train_dataloader.dataset.val_seed
     cfg.val_dataloader.dataset.val_fraction = 0.3
     with pytest.raises(tune_tool.TuneError, match='differ'):
-        tune_tool.set_val_split(copy.deepcopy(cfg), tune_tool.tune_settings(cfg),
-                                False)
+        tune_tool.set_val_split(copy.deepcopy(cfg),
+                                tune_tool.tune_settings(cfg), False)
 
 
 def test_refuses_the_test_split(tune_tool, toy_cfg, tmp_path):
@@ -237,7 +237,7 @@ def test_table_and_error_lines(tune_tool):
     assert tune_tool._ray_trial_number('trainable_ab12c_00003_4_a=1') == 3
 
 
-# -- the pruning hook and interrupted trials --------------------------------------
+# -- the pruning hook and interrupted trials ----------------------------------
 def fake_runner(tmp_path, epoch, max_epochs=3):
     return SimpleNamespace(epoch=epoch, max_epochs=max_epochs,
                            work_dir=str(tmp_path),
@@ -354,7 +354,7 @@ def test_interrupted_tuner_stops_and_requeues_its_trial(
     assert waiting.params == study.trials[0].params
 
 
-# -- end to end on the toy set ----------------------------------------------------
+# -- end to end on the toy set ------------------------------------------------
 TOY_TUNE_CFG = '''
 _base_ = [{base!r}]
 data_root = {root!r}
