@@ -184,6 +184,8 @@ class LMCLIPClassifier(BaseClassifier):
         self.thr = thr
         self.topk = topk
         self.register_buffer('class_thresholds', None)
+        #: set by TrainMAPHook: keep each training batch's logits
+        self.keep_train_logits = False
 
         self.caption_prefix = caption_prefix
         self.prompt_template = prompt_template
@@ -578,6 +580,9 @@ class LMCLIPClassifier(BaseClassifier):
         if target.size(0) != logits.size(0):
             raise ValueError(f'{target.size(0)} data samples for '
                              f'{logits.size(0)} images')
+        if self.keep_train_logits:  # for TrainMAPHook
+            self.__dict__['_last_train_logits'] = (
+                logits.detach().float().cpu(), target.detach().cpu())
         losses = dict(loss_bal=self.loss_module(logits, target))
         if self.contrastive_loss is not None:
             losses['loss_contrastive'] = self.contrastive_loss(
