@@ -3,7 +3,7 @@
 the model.
 
     python tools/analysis/fit_thresholds.py CONFIG CHECKPOINT \\
-        [--split val] [--out CHECKPOINT_thr.pth] [--cfg-options ...]
+        [--split val] [--out CHECKPOINT_thr.pth] [--min-positives 1]
 
 Runs the checkpoint on ``test_dataloader`` with its dataset's ``split``
 replaced by ``--split`` (default ``val``: the held-out part of the train
@@ -77,6 +77,9 @@ def parse_args(argv=None):
                         help='dataset split to fit on (default: val)')
     parser.add_argument('--out', help='output checkpoint (default: '
                         'CHECKPOINT with a _thr suffix)')
+    parser.add_argument('--min-positives', type=int, default=1,
+                        help='classes with fewer positives in the split '
+                        'keep the model\'s thr (default: 1)')
     parser.add_argument('--work-dir', default=None)
     parser.add_argument('--trust-checkpoint', action='store_true')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
@@ -114,7 +117,8 @@ def main(argv=None):
     model.set_class_thresholds(None)
     before = prf(model.predict_labels(probs.log()), target)
     default = model.thr if model.thr is not None else 0.5
-    thresholds, class_f1 = fit_class_thresholds(probs, target, default)
+    thresholds, class_f1 = fit_class_thresholds(
+        probs, target, default, min_positives=args.min_positives)
     model.set_class_thresholds(thresholds)
     after = prf(model.predict_labels(probs.log()), target)
 
