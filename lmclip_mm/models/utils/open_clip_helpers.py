@@ -282,6 +282,19 @@ def create_clip_model(model_name: str,
         if not _tag_weights_cached(tag_cfg, kwargs.get('cache_dir')):
             # fail fast offline (huggingface_hub would retry for a minute)
             why = _offline_reason(tag_cfg)
+            if why and _checkpoints:
+                # tools/test.py, tools/infer.py: a checkpoint replaces the
+                # weights; build the tag's architecture (its activation,
+                # its preprocessing) without them
+                logger.info(f'open_clip model {name}: the {pretrained!r} '
+                            f'weights are not available ({why}); weights '
+                            f'from the checkpoint {_checkpoints[-1]}')
+                kwargs.setdefault('force_preprocess_cfg', {
+                    k: tag_cfg[k] for k in ('mean', 'std', 'interpolation',
+                                            'resize_mode') if k in tag_cfg})
+                with _quiet_random_init():
+                    return open_clip.create_model(
+                        name, pretrained=None, weights_only=True, **kwargs)
             if why:
                 raise PretrainedWeightsUnavailable(
                     f'the {pretrained!r} weights of {name} are not in the '

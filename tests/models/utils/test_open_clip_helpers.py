@@ -466,3 +466,29 @@ def test_uncached_tag_fails_fast_offline(how, tmp_path, monkeypatch):
         'released file or an open_clip state dict)')
     assert '\n' not in message
     assert isinstance(exc.value, RuntimeError)
+
+
+def test_offline_tag_with_a_checkpoint_builds_the_tags_architecture(
+        tmp_path, monkeypatch, caplog):
+    """tools/test.py CONFIG CKPT offline: the checkpoint brings the
+    weights, so the uncached 'openai' tag is not an error; the model has the
+    tag's QuickGELU and preprocessing, and nothing says "random"."""
+    import logging
+
+    from open_clip.transformer import QuickGELU
+
+    from lmclip_mm.models.utils.open_clip_helpers import (
+        create_clip_model, weights_from_checkpoint)
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    with caplog.at_level(logging.INFO):
+        with weights_from_checkpoint('ckpt.pth'):
+            model = create_clip_model('RN50', 'openai',
+                                      cache_dir=str(tmp_path))
+    assert any(isinstance(m, QuickGELU) for m in model.modules())
+    assert tuple(model.visual.preprocess_cfg['mean']) == (
+        0.48145466, 0.4578275, 0.40821073)
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any('initialized randomly' in m for m in messages), messages
+    assert any("the 'openai' weights are not available (HF_HUB_OFFLINE is "
+               'set); weights from the checkpoint ckpt.pth' in m
+               for m in messages), messages
