@@ -40,7 +40,8 @@ def test_eval_load_removes_its_images_unless_root_is_given(tool, tmp_path):
     out = proc.stdout
     assert '6 stand-in test images' in out and out.count('PASS') == 1, out
     assert 'removed the stand-in images under ' + str(scratch) in out
-    assert not list(scratch.glob('coco_mlt_standin_*')), list(scratch.iterdir())
+    left = list(scratch.glob('coco_mlt_standin_*'))
+    assert not left, left
     # --root keeps them, and says where
     keep = tmp_path / 'keep'
     proc = tool(args + ['--root', keep], env={'TMPDIR': str(scratch)})

@@ -157,7 +157,8 @@ def _tag_weights_cached(tag_cfg: dict, cache_dir: Optional[str]) -> bool:
     hub = tag_cfg.get('hf_hub', '')
     if hub:
         from huggingface_hub import try_to_load_from_cache
-        from open_clip.pretrained import HF_WEIGHTS_NAME, _get_safe_alternatives
+        from open_clip.pretrained import (HF_WEIGHTS_NAME,
+                                          _get_safe_alternatives)
         repo_id, filename = os.path.split(hub)
         filename = filename or HF_WEIGHTS_NAME
         for name in [*_get_safe_alternatives(filename), filename]:
