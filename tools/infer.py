@@ -66,7 +66,8 @@ def build_inferencer(cfg, checkpoint, device=None):
         ds_cfg.update(pipeline=[], lazy_init=True)
         meta = dict(DATASETS.build(ds_cfg).metainfo)
     if hasattr(model, 'set_dataset_meta'):
-        model.set_dataset_meta(meta)
+        # inference: class weights (train counts) are not needed
+        model.set_dataset_meta(meta, training=False)
     inferencer.classes = list(meta['classes'])
     return inferencer
 
@@ -90,22 +91,26 @@ def main(argv=None):
     for batch in inferencer.preprocess(args.images,
                                        batch_size=args.batch_size):
         samples.extend(inferencer.forward(batch))
-    results = []
+    results, predicted = [], []
     for path, sample in zip(args.images, samples):
         score = sample.pred_score.detach().float().cpu()
         share = torch.softmax(score, dim=0)
         top = torch.topk(score, k=min(args.topk, score.numel()))
         print(path)
-        predicted = sample.pred_label.tolist() \
+        labels = sample.pred_label.tolist() \
             if 'pred_label' in sample else []
-        print('  predicted: ' + (', '.join(classes[i] for i in predicted)
-                                 or '(none)'))
+        predicted.append((path, [classes[i] for i in labels]))
         rows = []
         for s, i in zip(top.values.tolist(), top.indices.tolist()):
             rows.append((classes[i], s, share[i].item()))
+            mark = '  predicted' if i in labels else ''
             print(f'  {classes[i]:<24s} score {s:9.4f}  '
-                  f'softmax {share[i].item():.4f}')
+                  f'softmax {share[i].item():.4f}{mark}')
         results.append((path, rows))
+    # the model's decision (pred_label: thr / topk / fitted thresholds)
+    print('predicted labels:')
+    for path, names in predicted:
+        print(f'  {path}: {", ".join(names) or "(none)"}')
     return results
 
 

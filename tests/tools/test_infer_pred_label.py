@@ -1,0 +1,46 @@
+"""tools/infer.py prints the model's predicted labels (pred_label, with the
+checkpoint's fitted class thresholds) after the top-k rows."""
+import sys
+
+import torch
+
+from .conftest import REPO
+
+sys.path.insert(0, str(REPO / 'tools'))
+
+
+def test_infer_prints_predicted_labels_from_class_thresholds(tmp_path,
+                                                             capsys):
+    import infer
+    from mmpretrain.registry import MODELS
+
+    import lmclip_mm  # noqa: F401
+    from lmclip_mm.datasets.toy_mlt import CLASSES
+    torch.manual_seed(0)
+    model = MODELS.build(dict(type='LMCLIPClassifier',
+                              clip=dict(model_name='lmclip-tiny-rn')))
+    model.set_classes(CLASSES)
+    # thresholds: class 3 always, class 7 never, the rest never
+    thr = torch.ones(len(CLASSES))
+    thr[3] = 0.0
+    model.set_class_thresholds(thr)
+    ckpt = tmp_path / 'toy.pth'
+    torch.save(dict(state_dict=model.state_dict(),
+                    meta=dict(dataset_meta=dict(classes=list(CLASSES)))),
+               ckpt)
+    images = sorted((REPO / 'data' / 'toy_mlt' / 'images' / 'test')
+                    .glob('*.jpg'))[:2]
+    if not images:  # written on first use
+        from lmclip_mm.datasets.toy_mlt import generate_toy_mlt
+        generate_toy_mlt(str(tmp_path / 'toy'), seed=0)
+        images = sorted((tmp_path / 'toy' / 'images' / 'test')
+                        .glob('*.jpg'))[:2]
+    infer.main(['configs/lmclip_toy_mlt_tiny.py', str(ckpt),
+                *map(str, images), '--topk', '3'])
+    lines = capsys.readouterr().out.strip().splitlines()
+    lines = lines[lines.index(str(images[0])):]
+    assert lines[4] == str(images[1])  # 3 rows per image, as before
+    for row in lines[1:4] + lines[5:8]:
+        assert row.split('score')[0].strip() in CLASSES
+    summary = lines[lines.index('predicted labels:') + 1:]
+    assert summary == [f'  {img}: {CLASSES[3]}' for img in images]
