@@ -11,9 +11,9 @@ from mmpretrain.datasets import MultiLabelDataset
 from mmpretrain.registry import DATASETS
 
 from .mlt_format import (DatasetFileNotFoundError, DatasetFormatError,
-                         class_groups, count_classes, find_bad_images,
-                         parse_captions_file, parse_labels_file,
-                         parse_split_file)
+                         bad_images_error, class_groups, count_classes,
+                         find_bad_images, parse_captions_file,
+                         parse_labels_file, parse_split_file)
 from .val_split import check_val_args, stratified_val_indices
 
 #: metainfo keys computed from the list files (the contract with the model,
@@ -318,17 +318,8 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
                                for r, p in zip(records, img_paths)])
         if not bad:
             return
-        listed = '\n'.join(f'  line {line_no}: {path} ({why})'
-                           for line_no, path, why in
-                           bad[:MAX_LISTED_BAD_IMAGES])
-        more = (f'\n  ... and {len(bad) - MAX_LISTED_BAD_IMAGES} more'
-                if len(bad) > MAX_LISTED_BAD_IMAGES else '')
-        raise DatasetFileNotFoundError(
-            f'{self.ann_file}: {len(bad)} of the {len(records)} images it '
-            f'lists are missing or unreadable under {self.img_prefix!r}:\n'
-            f'{listed}{more}\n'
-            'Download the images (see data/README.md) or pass '
-            'check_images=False to skip this check.')
+        raise bad_images_error(self.ann_file, bad, len(records),
+                               self.img_prefix, MAX_LISTED_BAD_IMAGES)
 
     def extra_repr(self) -> List[str]:
         body = super().extra_repr()

@@ -263,19 +263,22 @@ def test_missing_images_reported_together(tiny_set):
         (root / f'img/tr{i}.jpg').write_bytes(JPEG_STAND_IN)
     for i in range(5):
         (root / f'img/te{i}.jpg').write_bytes(JPEG_STAND_IN if i else b'')
-    with pytest.raises(FileNotFoundError) as e:
+    with pytest.raises(DatasetFormatError) as e:
         LongTailMultiLabelDataset(split='test', **args)
     msg = str(e.value)
-    assert isinstance(e.value, DatasetFileNotFoundError)
+    # one image exists but is damaged: not a "file not found" error
+    assert not isinstance(e.value, DatasetFileNotFoundError)
     assert str(root / 'test.txt') in msg
-    assert '26 of the 30 images' in msg
+    assert '26 of the 30 images it lists are bad: 25 missing and 1 damaged' \
+        in msg
     assert f'line 1: {root}/img/te0.jpg (empty file)' in msg
     assert f'line 6: {root}/img/te5.jpg (missing)' in msg
     # bad: te0, te5 .. te29; the 20th (te23) is listed, the 21st is not
     assert 'img/te23.jpg' in msg
     assert 'img/te24.jpg' not in msg
     assert '... and 6 more' in msg
-    assert 'check_images=False' in msg
+    assert 'check_images=False' not in msg  # it only moves the failure
+    assert 'relative to' in msg and 'download_voc_mlt.sh' in msg
     # the train split only checks its own images
     assert len(LongTailMultiLabelDataset(split='train', **args)) == 4
 
