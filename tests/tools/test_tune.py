@@ -188,6 +188,20 @@ def test_ray_backend_has_no_resume(tune_tool, tmp_path):
                         '--backend', 'ray', '--resume'])
 
 
+def test_resume_checks_the_study(tune_tool, tmp_path):
+    work = tmp_path / 'w'
+    args = [str(TOY_CFG), '--work-dir', str(work), '--resume']
+    with pytest.raises(tune_tool.TuneError, match='no study'):
+        tune_tool.main(args)
+    # a study started with another search is not continued with this one
+    study = optuna.create_study(study_name='lmclip_toy_mlt_tiny',
+                                storage=f'sqlite:///{work}/study.db')
+    study.set_user_attr('tune_signature', '{"space": "another"}')
+    with pytest.raises(tune_tool.TuneError, match='another search'):
+        tune_tool.main(args)
+    assert study.trials == []
+
+
 def test_points_and_best_config(tune_tool, toy_cfg, tmp_path):
     tune = tune_tool.tune_settings(toy_cfg)
     points = tune_tool.complete_points(toy_cfg, tune['space'],
