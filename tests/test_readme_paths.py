@@ -18,7 +18,7 @@ def test_no_path_outside_the_repository():
         for no, line in enumerate(_text(doc).splitlines(), 1):
             assert '../' not in line, f'{doc.name}:{no}: {line}'
             assert 'shared/data' not in line, f'{doc.name}:{no}: {line}'
-            for m in re.finditer(r'(?<![\w.:/~-])(/[\w.-]+/[\w./-]*)', line):
+            for m in re.finditer(r'(?<![\w.:/~>$}-])(/[\w.-]+/[\w./-]*)', line):
                 path = m.group(1)
                 assert path.startswith(PLACEHOLDERS), \
                     f'{doc.name}:{no}: absolute path {path}'
