@@ -20,18 +20,20 @@ dataset = dict(
     train_file='train.txt',
     test_file='test.txt')
 
-# 224x224 without crop (the paper); keep Resize second (pipeline.1).
+# The paper's preprocessing: PIL decode ignoring EXIF orientation, 224x224
+# bilinear antialiased resize without crop (= torchvision's Resize((224,
+# 224)) on a PIL image); keep Resize second (pipeline.1).
+load = dict(type='LoadImageFromFile', imdecode_backend='pillow',
+            color_type='color_ignore_orientation')
+resize = dict(type='Resize', scale=(224, 224), backend='pillow',
+              interpolation='bilinear')
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(224, 224)),
+    load,
+    resize,
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='PackInputs', algorithm_keys=['caption']),
 ]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(224, 224)),
-    dict(type='PackInputs'),
-]
+test_pipeline = [load, resize, dict(type='PackInputs')]
 train_dataloader = dict(
     batch_size=8,
     num_workers=2,
