@@ -1,9 +1,15 @@
 # Copyright (c) lmclip_mm authors.
 """mmpretrain's image-classification inferencer with multi-label output."""
-from typing import List
+from typing import Callable, List
 
+from mmcv.transforms import Compose
+from mmengine.dataset import default_collate
 from mmpretrain.apis import ImageClassificationInferencer
+from mmpretrain.registry import TRANSFORMS
 from mmpretrain.structures import DataSample
+
+_LOADERS = ('LoadImageFromFile', 'mmpretrain.LoadImageFromFile',
+            'mmcv.LoadImageFromFile')
 
 __all__ = ['MultiLabelClsInferencer']
 
@@ -26,6 +32,38 @@ class MultiLabelClsInferencer(ImageClassificationInferencer):
         ...     'configs/lmclip_toy_mlt_tiny.py', pretrained='epoch_30.pth')
         >>> inferencer('img.jpg')[0]['pred_classes']
     """
+
+    def _init_pipeline(self, cfg) -> Callable:
+        # mmpretrain's inferencer drops the config's LoadImageFromFile and
+        # decodes files with mmcv.imread's defaults (cv2, EXIF-rotated).
+        # Keep the config's loader for file paths instead, so inference sees
+        # the images exactly as the test pipeline does (the paper configs
+        # decode with pillow and ignore the EXIF orientation).
+        self._loader_cfg = next(
+            (dict(t) for t in cfg.test_dataloader.dataset.pipeline
+             if t.get('type') in _LOADERS), None)
+        return super()._init_pipeline(cfg)
+
+    def preprocess(self, inputs, batch_size: int = 1):
+        if getattr(self, '_loader_cfg', None) is None:
+            yield from super().preprocess(inputs, batch_size)
+            return
+        loader = TRANSFORMS.build(self._loader_cfg)
+
+        def load_image(input_):
+            if isinstance(input_, str):
+                results = loader(dict(img_path=input_))
+                if results is None:
+                    raise ValueError(f'Failed to read image {input_}.')
+                img = results['img']
+            else:  # an array: as mmpretrain's inferencer
+                img = input_
+            return dict(img=img, img_shape=img.shape[:2],
+                        ori_shape=img.shape[:2])
+
+        pipeline = Compose([load_image, self.pipeline])
+        chunked_data = self._get_chunk_data(map(pipeline, inputs), batch_size)
+        yield from map(default_collate, chunked_data)
 
     def postprocess(self, preds: List[DataSample], visualization,
                     return_datasamples=False):

@@ -198,3 +198,52 @@ def test_multilabel_inferencer_returns_the_predicted_classes(tmp_path):
                                       result['pred_labels']]
     assert 'pred_label' in result and 'pred_class' in result  # mmpretrain's
     assert list((tmp_path / 'vis').iterdir())
+
+
+def test_inferencer_loads_files_with_the_config_loader(tmp_path):
+    """A JPEG tagged EXIF orientation 6 (landscape pixels shown as
+    portrait): with the paper configs' loader (pillow, orientation
+    ignored) the inferencer sees exactly what the test pipeline sees, not
+    mmcv.imread's rotated default."""
+    from mmengine.config import Config
+    from mmcv.transforms import Compose
+    from mmpretrain.registry import TRANSFORMS
+    from PIL import Image
+
+    from lmclip_mm.apis import MultiLabelClsInferencer
+    model = _model()
+    ckpt = tmp_path / 'm.pth'
+    torch.save(dict(state_dict=model.state_dict(), meta=dict(
+        dataset_meta=dict(classes=list(CLASSES)))), ckpt)
+    pipeline = [
+        dict(type='LoadImageFromFile', imdecode_backend='pillow',
+             color_type='color_ignore_orientation'),
+        dict(type='Resize', scale=(64, 64), backend='pillow',
+             interpolation='bilinear'),
+        dict(type='PackInputs')]
+    cfg = Config(dict(
+        model=dict(type='LMCLIPClassifier',
+                   clip=dict(model_name='lmclip-tiny-vit')),
+        test_dataloader=dict(dataset=dict(pipeline=pipeline)),
+        default_scope='mmpretrain'))
+    rng = np.random.default_rng(0)
+    gradient = np.linspace(0, 255, 120)[None, :, None] * np.ones((90, 1, 3))
+    pixels = np.clip(gradient + rng.normal(0, 20, (90, 120, 3)), 0, 255)
+    img = tmp_path / 'rotated.jpg'
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(pixels.astype(np.uint8)).save(img, exif=exif)
+
+    inferencer = MultiLabelClsInferencer(cfg, pretrained=str(ckpt))
+    batch = next(iter(inferencer.preprocess([str(img)])))
+    got = batch['inputs'][0]
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmpretrain')
+    expected = Compose([TRANSFORMS.build(t) for t in pipeline])(
+        dict(img_path=str(img)))['inputs']
+    assert torch.equal(got, expected)
+    # mmpretrain's own inferencer rotates the image: other pixels
+    from mmpretrain.apis import ImageClassificationInferencer
+    plain = ImageClassificationInferencer(cfg, pretrained=str(ckpt))
+    rotated = next(iter(plain.preprocess([str(img)])))['inputs'][0]
+    assert not torch.equal(rotated, expected)
