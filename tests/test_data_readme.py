@@ -21,7 +21,7 @@ def _example(text):
 def test_both_readmes_name_the_same_own_data_files():
     data_readme = _example((REPO / 'data' / 'README.md').read_text())
     readme = _example((REPO / 'README.md').read_text())
-    assert data_readme['train_file'] == 'my_train.txt'
+    assert data_readme['train_file'] == 'train.txt'
     for key in KEYS:
         assert data_readme[key] is not None, key
         assert data_readme[key].rstrip('/') == readme[key].rstrip('/'), key
@@ -29,7 +29,7 @@ def test_both_readmes_name_the_same_own_data_files():
 
 def test_own_data_and_dataset_folders_are_git_ignored():
     root = _example((REPO / 'README.md').read_text())['data_root']
-    paths = [f'{root.rstrip("/")}/my_train.txt', 'data/voc_mlt/x',
+    paths = [f'{root.rstrip("/")}/train.txt', 'data/voc_mlt/x',
              'data/coco_mlt/x', 'data/toy_mlt/x', 'data/anything/a.jpg']
     proc = subprocess.run(['git', 'check-ignore', '--no-index', *paths],
                           cwd=REPO, capture_output=True, text=True)
