@@ -1,7 +1,10 @@
 """tools/dist_train.sh with 2 CPU processes (gloo) runs to completion."""
 import json
 
+import pytest
 
+
+@pytest.mark.slow  # the LM-CLIP run of tests/tools/test_lmclip_dist.py covers it
 def test_dist_train_two_cpu_processes(tool, tiny_cfg, tiny_options, port,
                                       tmp_path):
     proc = tool(['dist_train.sh', tiny_cfg, '2', '--work-dir', tmp_path,

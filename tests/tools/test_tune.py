@@ -517,6 +517,7 @@ def test_optuna_study_prunes_fails_and_resumes(tmp_path):
         storage=f'sqlite:///{work}/study.db').trials) == len(trials)
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_study(tmp_path):
     """Several GPUs/machines: workers given the same --storage run the
     trials of one study, each trial once, until --n-trials in all."""
