@@ -83,3 +83,24 @@ def tiny_options(tiny_image_root):
 @pytest.fixture
 def port():
     return free_port()
+
+
+@pytest.fixture(scope='session')
+def new_port():
+    """``new_port()`` gives a free loopback port (for module fixtures and
+    tests that launch several distributed runs)."""
+    return free_port
+
+
+def load_checkpoint_file(path):
+    """An mmengine checkpoint, loaded as the tools load it (weights-only,
+    with lmclip_mm's allow-list)."""
+    import lmclip_mm  # noqa: F401  (allow-lists mmengine's globals)
+    from mmengine.runner.checkpoint import _load_checkpoint
+    return _load_checkpoint(str(path), map_location='cpu')
+
+
+@pytest.fixture(scope='session')
+def load_ckpt():
+    """``load_ckpt(path)``: see :func:`load_checkpoint_file`."""
+    return load_checkpoint_file

@@ -27,20 +27,6 @@ from pathlib import Path
 import pytest
 import torch
 
-
-
-def _free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def _load(path):
-    import lmclip_mm  # noqa: F401  (allow-lists mmengine's globals)
-    from mmengine.runner.checkpoint import _load_checkpoint
-    return _load_checkpoint(str(path), map_location='cpu')
-
 HELPERS = Path(__file__).parent  # ddp_helpers.RecordLossHook
 ITERS = 26  # 804 images, global batch 32
 
@@ -66,7 +52,7 @@ def _losses(path):
 
 
 @pytest.fixture(scope='module')
-def runs(tmp_path_factory, tool):
+def runs(tmp_path_factory, tool, new_port):
     import os
 
     from lmclip_mm.datasets.toy_mlt import generate_toy_mlt
@@ -83,7 +69,7 @@ def runs(tmp_path_factory, tool):
           '--cfg-options', data, 'train_dataloader.batch_size=32'], env=env)
     tool(['dist_train.sh', cfg, '2', '--work-dir', two, '--no-validate',
           '--cfg-options', data, 'train_dataloader.batch_size=16'],
-         env=dict(env, PORT=str(_free_port())))
+         env=dict(env, PORT=str(new_port())))
     return one, two
 
 
@@ -108,10 +94,10 @@ def test_losses_per_iteration_equal(runs):
     print('max relative loss difference:', worst)
 
 
-def test_final_weights_equal(runs):
+def test_final_weights_equal(runs, load_ckpt):
     one, two = runs
-    a = _load(one / 'epoch_1.pth')
-    b = _load(two / 'epoch_1.pth')
+    a = load_ckpt(one / 'epoch_1.pth')
+    b = load_ckpt(two / 'epoch_1.pth')
     assert a['meta']['iter'] == b['meta']['iter'] == ITERS
     # Adam's step is at most ~lr per iteration: the key-bias bound
     lr_sum = 2e-3 * ITERS

@@ -16,23 +16,11 @@ TRAIN_IMAGES = 804  # the toy train split
 BATCH = 32  # the toy config's per-process batch
 
 
-def _free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def _options(root, *extra):
     return [f'{k}.dataset.data_root={root}'
             for k in ('train_dataloader', 'val_dataloader',
                       'test_dataloader')] + list(extra)
 
-
-def _load(path):
-    import lmclip_mm  # noqa: F401  (allow-lists mmengine's globals)
-    from mmengine.runner.checkpoint import _load_checkpoint
-    return _load_checkpoint(str(path), map_location='cpu')
 
 
 def _records(work_dir):
@@ -55,25 +43,25 @@ def toy_root(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def dist_run(tmp_path_factory, tool, toy_root):
+def dist_run(tmp_path_factory, tool, toy_root, new_port):
     """``dist_train.sh CONFIG 2``: 2 epochs, validation after each."""
     work_dir = tmp_path_factory.mktemp('dist_train')
     proc = tool(['dist_train.sh', CFG, '2', '--work-dir', work_dir,
                  '--cfg-options',
                  *_options(toy_root, 'train_cfg.max_epochs=2',
                            'train_cfg.val_interval=1')],
-                env={'PORT': str(_free_port())})
+                env={'PORT': str(new_port())})
     return work_dir, proc
 
 
-def test_dist_train_lmclip_two_processes(dist_run):
+def test_dist_train_lmclip_two_processes(dist_run, load_ckpt):
     work_dir, proc = dist_run
     log = proc.stdout + proc.stderr
     assert 'Distributed training: True' in log
     assert "'backend': 'gloo'" in log
     # each process takes half of the sampler's global draw
     per_epoch = -(-TRAIN_IMAGES // 2 // BATCH)  # 13 (one process: 26)
-    ckpt = _load(work_dir / 'epoch_2.pth')
+    ckpt = load_ckpt(work_dir / 'epoch_2.pth')
     assert ckpt['meta']['iter'] == 2 * per_epoch
     # tensors only in the state dict; the classes travel in the meta
     bad = [k for k, v in ckpt['state_dict'].items() if not torch.is_tensor(v)]
@@ -87,7 +75,8 @@ def test_dist_train_lmclip_two_processes(dist_run):
     assert list(work_dir.glob('best_long-tail_mAP_tail_epoch_*.pth'))
 
 
-def test_dist_test_equals_one_process(dist_run, tool, toy_root, tmp_path):
+def test_dist_test_equals_one_process(dist_run, tool, toy_root, tmp_path,
+                                      new_port):
     work_dir, _ = dist_run
     ckpt = work_dir / 'epoch_2.pth'
     outs = {}
@@ -98,7 +87,7 @@ def test_dist_test_equals_one_process(dist_run, tool, toy_root, tmp_path):
         tool(args + ['--work-dir', tmp_path / name, '--out', out,
                      '--out-item', 'metrics', '--cfg-options',
                      *_options(toy_root, 'test_evaluator.classwise=True')],
-             env={'PORT': str(_free_port())})
+             env={'PORT': str(new_port())})
         outs[name] = json.loads(out.read_text())
     assert outs['one'].keys() == outs['two'].keys()
     for key, value in outs['one'].items():
@@ -109,20 +98,21 @@ def test_dist_test_equals_one_process(dist_run, tool, toy_root, tmp_path):
         outs['one']['long-tail/mAP'], abs=1e-3)
 
 
-def test_resume_two_process_run(dist_run, tool, toy_root, tmp_path):
+def test_resume_two_process_run(dist_run, tool, toy_root, tmp_path, new_port,
+                                load_ckpt):
     work_dir = tmp_path / 'resumed'
     shutil.copytree(dist_run[0], work_dir)
     proc = tool(['dist_train.sh', CFG, '2', '--work-dir', work_dir,
                  '--resume', '--cfg-options',
                  *_options(toy_root, 'train_cfg.max_epochs=3',
                            'train_cfg.val_interval=1')],
-                env={'PORT': str(_free_port())})
+                env={'PORT': str(new_port())})
     log = proc.stdout + proc.stderr
     per_epoch = -(-TRAIN_IMAGES // 2 // BATCH)
     assert f'resumed epoch: 2, iter: {2 * per_epoch}' in log
-    ckpt = _load(work_dir / 'epoch_3.pth')
+    ckpt = load_ckpt(work_dir / 'epoch_3.pth')
     assert ckpt['meta']['iter'] == 3 * per_epoch
-    before = _load(dist_run[0] / 'epoch_2.pth')
+    before = load_ckpt(dist_run[0] / 'epoch_2.pth')
     # the optimizer state was restored, not restarted
     steps = {int(s['step']) for s in ckpt['optimizer']['state'].values()}
     assert steps == {3 * per_epoch}, steps
@@ -132,7 +122,7 @@ def test_resume_two_process_run(dist_run, tool, toy_root, tmp_path):
 
 
 def test_load_from_two_process_checkpoint(dist_run, tool, toy_root,
-                                          tmp_path):
+                                          tmp_path, load_ckpt):
     """``load_from`` (one process) starts a new run from the weights of the
     2-process checkpoint: with lr 0 every parameter stays the loaded one
     (BatchNorm's running statistics, updated by the forward passes, move)."""
@@ -144,8 +134,8 @@ def test_load_from_two_process_checkpoint(dist_run, tool, toy_root,
                            'train_cfg.val_interval=1',
                            'optim_wrapper.optimizer.lr=0.0')])
     assert 'Load checkpoint from' in proc.stdout + proc.stderr
-    loaded = _load(src)['state_dict']
-    trained = _load(work_dir / 'epoch_1.pth')
+    loaded = load_ckpt(src)['state_dict']
+    trained = load_ckpt(work_dir / 'epoch_1.pth')
     assert trained['meta']['epoch'] == 1  # a new run, not a resume
     assert trained['meta']['iter'] == -(-TRAIN_IMAGES // BATCH)
     params = [k for k in loaded
@@ -172,7 +162,7 @@ def test_infer_uses_checkpoint_classes_without_dataset(dist_run, tool,
         assert row.split('score')[0].strip() in CLASSES, row
 
 
-def test_bad_data_two_processes(tool, toy_root, tmp_path):
+def test_bad_data_two_processes(tool, toy_root, tmp_path, new_port):
     """A missing image under 2 processes: both ranks stop while the dataset
     is built, each with the one-line error naming the list file and line;
     no traceback from our code, nothing trained."""
@@ -182,7 +172,7 @@ def test_bad_data_two_processes(tool, toy_root, tmp_path):
     (root / first).unlink()
     proc = tool(['dist_train.sh', CFG, '2', '--work-dir', tmp_path / 'wd',
                  '--cfg-options', *_options(root)],
-                env={'PORT': str(_free_port())}, check=False, timeout=300)
+                env={'PORT': str(new_port())}, check=False, timeout=300)
     assert proc.returncode != 0
     errors = [x for x in proc.stderr.splitlines() if x.startswith('error: ')]
     assert len(errors) == 2, proc.stderr[-3000:]

@@ -8,13 +8,7 @@ import torch
 CFG = 'configs/lmclip_toy_mlt_tiny.py'
 
 
-def _load(path):
-    import lmclip_mm  # noqa: F401
-    from mmengine.runner.checkpoint import _load_checkpoint
-    return _load_checkpoint(str(path), map_location='cpu')
-
-
-def test_ema_hook_trains_validates_and_tests(tool, tmp_path):
+def test_ema_hook_trains_validates_and_tests(tool, tmp_path, load_ckpt):
     from lmclip_mm.datasets.toy_mlt import generate_toy_mlt
     root = tmp_path / 'toy'
     generate_toy_mlt(str(root), seed=0)
@@ -34,7 +28,7 @@ custom_hooks = [
     work = tmp_path / 'work'
     tool(['train.py', cfg, '--work-dir', work, '--cfg-options', *roots,
           'train_cfg.max_epochs=2', 'train_cfg.val_interval=1'])
-    ckpt = _load(work / 'epoch_2.pth')
+    ckpt = load_ckpt(work / 'epoch_2.pth')
     ema = ckpt['ema_state_dict']
     assert all(torch.is_tensor(v) for v in ema.values())
     # the checkpoint's state_dict holds the averaged weights (EMAHook swaps
