@@ -18,22 +18,20 @@ dataset = dict(
     data_root=data_root,
     labels_file='labels.txt',
     train_file='train.txt',
-    test_file='test.txt')
+    test_file='test.txt',
+    cache=True)
 
 # The paper's preprocessing: PIL decode ignoring EXIF orientation, 224x224
 # bilinear antialiased resize without crop (= torchvision's Resize((224,
-# 224)) on a PIL image); keep Resize second (pipeline.1).
-load = dict(type='LoadImageFromFile', imdecode_backend='pillow',
-            color_type='color_ignore_orientation')
-resize = dict(type='Resize', scale=(224, 224), backend='pillow',
-              interpolation='bilinear')
+# 224)) on a PIL image), in one step; keep it first (pipeline.0). cache=True
+# keeps its output in the exact image cache (README "Image cache").
+load = dict(type='LoadResizedImage', scale=(224, 224))
 train_pipeline = [
     load,
-    resize,
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='PackInputs', algorithm_keys=['caption']),
 ]
-test_pipeline = [load, resize, dict(type='PackInputs')]
+test_pipeline = [load, dict(type='PackInputs')]
 train_dataloader = dict(
     batch_size=8,
     num_workers=2,

@@ -10,6 +10,7 @@ from mmpretrain.structures import DataSample
 
 _LOADERS = ('LoadImageFromFile', 'mmpretrain.LoadImageFromFile',
             'mmcv.LoadImageFromFile')
+_SELF_LOADING = ('LoadResizedImage', 'mmpretrain.LoadResizedImage')
 
 __all__ = ['MultiLabelClsInferencer']
 
@@ -34,17 +35,34 @@ class MultiLabelClsInferencer(ImageClassificationInferencer):
     """
 
     def _init_pipeline(self, cfg) -> Callable:
+        pipeline_cfg = cfg.test_dataloader.dataset.pipeline
+        # A test pipeline that starts with LoadResizedImage (the paper and
+        # toy configs) takes a file path or an array itself: run it whole.
+        self._self_loading = bool(pipeline_cfg) and pipeline_cfg[0].get(
+            'type') in _SELF_LOADING
+        if self._self_loading:
+            self._loader_cfg = None
+            return Compose([TRANSFORMS.build(t) for t in pipeline_cfg])
         # mmpretrain's inferencer drops the config's LoadImageFromFile and
         # decodes files with mmcv.imread's defaults (cv2, EXIF-rotated).
         # Keep the config's loader for file paths instead, so inference sees
-        # the images exactly as the test pipeline does (the paper configs
-        # decode with pillow and ignore the EXIF orientation).
+        # the images exactly as the test pipeline does.
         self._loader_cfg = next(
             (dict(t) for t in cfg.test_dataloader.dataset.pipeline
              if t.get('type') in _LOADERS), None)
         return super()._init_pipeline(cfg)
 
     def preprocess(self, inputs, batch_size: int = 1):
+        if getattr(self, '_self_loading', False):
+            def to_results(input_):
+                if isinstance(input_, str):
+                    return dict(img_path=input_)
+                return dict(img=input_)  # an array: resized by the pipeline
+
+            pipeline = Compose([to_results, self.pipeline])
+            chunked = self._get_chunk_data(map(pipeline, inputs), batch_size)
+            yield from map(default_collate, chunked)
+            return
         if getattr(self, '_loader_cfg', None) is None:
             yield from super().preprocess(inputs, batch_size)
             return

@@ -2,18 +2,24 @@
 
 See :mod:`lmclip_mm.datasets.mlt_format` for the file format.
 """
+import logging
 import os.path as osp
 from typing import List, Optional, Sequence, Union
 
+import numpy as np
 from mmengine.fileio import join_path
+from mmengine.logging import print_log
 from mmengine.utils import is_abs
 from mmpretrain.datasets import MultiLabelDataset
 from mmpretrain.registry import DATASETS
 
+from .image_cache import (ENV_DIR, CacheUnavailable, ImageCache,
+                          fill_with_progress)
 from .mlt_format import (DatasetFileNotFoundError, DatasetFormatError,
                          bad_images_error, class_groups, count_classes,
                          find_bad_images, parse_captions_file,
                          parse_labels_file, parse_split_file)
+from .transforms import LoadResizedImage
 from .val_split import check_val_args, stratified_val_indices
 
 #: metainfo keys computed from the list files (the contract with the model,
@@ -114,6 +120,16 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
             ones are reported in one error. Defaults to True.
         data_prefix (str): folder of the image paths, relative to
             ``data_root`` unless absolute. Defaults to ``''``.
+        cache (bool): serve the output of the pipeline's first transform,
+            a :class:`~lmclip_mm.datasets.transforms.LoadResizedImage`, from
+            an exact on-disk image cache (:mod:`lmclip_mm.datasets.image_cache`)
+            filled when the dataset is built; the transforms after it run
+            on every access as usual. Defaults to False (decode every
+            time); the paper, honest and toy configs set True.
+        cache_dir (str, optional): the cache root. Defaults to
+            ``$LMCLIP_CACHE_DIR``, else ``~/.cache/lmclip_mm/images``.
+        cache_threads (int, optional): threads that fill the cache.
+            Defaults to the CPUs of this process over the local ranks.
         test_mode (bool, optional): defaults to ``split != 'train'``.
         metainfo (dict, optional): extra meta information. It may not
             contradict the computed keys (``classes``, ``class_counts``, ...).
@@ -145,6 +161,9 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
                  tail_threshold: int = 20,
                  check_images: bool = True,
                  data_prefix: str = '',
+                 cache: bool = False,
+                 cache_dir: Optional[str] = None,
+                 cache_threads: Optional[int] = None,
                  pipeline: Sequence = (),
                  test_mode: Optional[bool] = None,
                  metainfo: Optional[dict] = None,
@@ -164,7 +183,13 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
                              f'{self.CAPTION_SOURCES}, got {caption_source!r}')
         if caption_source == 'file' and not captions_file:
             raise ValueError("caption_source='file' needs a captions_file")
+        if not isinstance(cache, bool):
+            raise ValueError(f'cache must be True or False, got {cache!r}')
         data_root = osp.expanduser(data_root) if data_root else data_root
+        self.cache = cache
+        self.cache_dir = cache_dir
+        self.cache_threads = cache_threads
+        self.image_cache = None
         self.split = split
         self.val_fraction = val_fraction
         self.val_seed = val_seed
@@ -254,15 +279,19 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
             records = getattr(self, '_train_records', None) or \
                 parse_split_file(
                     self.ann_file, len(classes), allow_unlabeled=False)
-            if self.val_indices is not None:
-                val = set(self.val_indices)
-                keep = 'val' == self.split
-                records = [r for i, r in enumerate(records)
-                           if (i in val) == keep]
         else:
             records = parse_split_file(
                 self.ann_file, len(classes), allow_unlabeled=True)
         self._train_records = None
+        # the image cache holds the whole list file (train, val and held-out
+        # train share one store)
+        self._list_paths = [join_path(self.img_prefix, r.path)
+                            for r in records]
+        if self.val_indices is not None:
+            val = set(self.val_indices)
+            keep = 'val' == self.split
+            records = [r for i, r in enumerate(records)
+                       if (i in val) == keep]
         if not records:
             raise DatasetFormatError(
                 f'{self.ann_file}: the {self.split} split lists no image')
@@ -296,14 +325,74 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
             for r, img_path, text in zip(records, img_paths, texts)
         ]
 
+    def full_init(self):
+        if self._fully_initialized:
+            return
+        super().full_init()
+        if self.cache:
+            self._init_cache()
+
+    def _init_cache(self) -> None:
+        """Open (or create) the image cache and fill it for this split."""
+        transforms = self.pipeline.transforms
+        loader = transforms[0] if transforms else None
+        if not isinstance(loader, LoadResizedImage):
+            raise ValueError(
+                f'{type(self).__name__}(cache=True) caches the output of a '
+                'LoadResizedImage transform at the start of the pipeline, '
+                f'but the pipeline starts with {type(loader).__name__}: '
+                "make its first step dict(type='LoadResizedImage', "
+                'scale=(224, 224)), or set cache=False')
+        try:
+            cache = ImageCache(self._list_paths, loader, self.cache_dir,
+                               label=osp.splitext(
+                                   osp.basename(self.ann_file))[0])
+        except CacheUnavailable as e:
+            print_log(f'{e}; the images are decoded on every use (set '
+                      f'cache_dir= or ${ENV_DIR} to a writable folder, or '
+                      'cache=False)', logger='current', level=logging.WARNING)
+            return
+        slot_of = {}
+        for slot, path in enumerate(cache.paths):
+            slot_of.setdefault(path, slot)
+        self._cache_slots = np.array([
+            slot_of[osp.abspath(self.get_data_info(i)['img_path'])]
+            for i in range(len(self))
+        ], dtype=np.int64)
+        if cache.created:
+            print_log(f'image cache: new store {cache.dir} for the '
+                      f'{len(cache.paths)} images of {self.ann_file} at '
+                      f'{cache.shape[1]}x{cache.shape[0]}: '
+                      f'{cache.nbytes / 2**20:.0f} MiB on disk when filled',
+                      logger='current')
+        report = fill_with_progress(cache, self._cache_slots,
+                                    self.cache_threads)
+        if report['failed']:
+            line_of = {osp.abspath(self.get_data_info(i)['img_path']):
+                       self.get_data_info(i)['line_no']
+                       for i in range(len(self))}
+            listed = '; '.join(
+                f'line {line_of.get(cache.paths[s])}: {cache.paths[s]}: '
+                f'{type(e).__name__}: {e}'
+                for s, e in report['failed'][:MAX_LISTED_BAD_IMAGES])
+            raise DatasetFormatError(
+                f'{self.ann_file}: cannot load {len(report["failed"])} of '
+                f'the {len(self)} images of the {self.split} split '
+                f'({listed})')
+        self.image_cache = cache
+
     def prepare_data(self, idx):
         """Run the pipeline; a failure names the list file, line and image.
 
         E.g. an image that passed the build-time checks but cannot be
         decoded fails here, at its first touch, as a
         :class:`DatasetFormatError` instead of a bare error of the pipeline.
+        With the image cache, the first transform's output comes from the
+        cache (or, for an image changed since, from its file).
         """
         try:
+            if self.image_cache is not None:
+                return self._prepare_cached(idx)
             return super().prepare_data(idx)
         except DatasetFormatError:
             raise
@@ -312,6 +401,20 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
             raise DatasetFormatError(
                 f'{self.ann_file}, line {info.get("line_no")}: cannot load '
                 f'{info.get("img_path")}: {type(e).__name__}: {e}') from e
+
+    def _prepare_cached(self, idx):
+        data_info = self.get_data_info(idx)
+        loader, *rest = self.pipeline.transforms
+        hit = self.image_cache.get(int(self._cache_slots[idx]))
+        if hit is None:
+            results = loader(data_info)
+        else:
+            results = loader.fill_results(data_info, *hit)
+        for t in rest:
+            results = t(results)
+            if results is None:
+                return None
+        return results
 
     def _check_images(self, records, img_paths) -> None:
         bad = find_bad_images([(r.line_no, p)

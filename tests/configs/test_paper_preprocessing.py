@@ -138,7 +138,7 @@ def test_config_pipelines_equal_the_papers_torchvision(config, jpegs):
 
 def test_exif_orientation_is_ignored_like_pil(jpegs):
     """The loader keeps the stored 500x375 of an orientation-6 JPEG (mmcv's
-    default rotates it to 375x500)."""
+    default rotates it to 375x500): its original shape is 375 rows."""
     from mmpretrain.registry import TRANSFORMS
     init_default_scope('mmpretrain')
     cfg = Config.fromfile(str(REPO / 'configs' / PAPER_CONFIGS[0]))
@@ -146,7 +146,7 @@ def test_exif_orientation_is_ignored_like_pil(jpegs):
         cfg.test_dataloader.dataset.pipeline[0]))
     path = dict(jpegs)['exif6_500x375']
     assert Image.open(path).getexif()[0x0112] == 6
-    assert load(dict(img_path=str(path)))['img'].shape == (375, 500, 3)
+    assert load(dict(img_path=str(path)))['ori_shape'] == (375, 500)
     rotating = TRANSFORMS.build(dict(type='LoadImageFromFile'))
     assert rotating(dict(img_path=str(path)))['img'].shape == (500, 375, 3)
 

@@ -62,9 +62,9 @@ def test_lmclip_own_list_files(list_files, tmp_path):
         '--work-dir', work, '--tensorboard', '--cfg-options',
         *_data_options(list_files),
         'model.clip.model_name=lmclip-tiny-rn', 'model.clip.pretrained=None',
-        f'train_dataloader.dataset.pipeline.1.scale={size}',
-        f'val_dataloader.dataset.pipeline.1.scale={size}',
-        f'test_dataloader.dataset.pipeline.1.scale={size}',
+        f'train_dataloader.dataset.pipeline.0.scale={size}',
+        f'val_dataloader.dataset.pipeline.0.scale={size}',
+        f'test_dataloader.dataset.pipeline.0.scale={size}',
         'train_cfg.max_epochs=1', 'param_scheduler.T_max=1'])
     records = [r for r in _scalars(work) if 'long-tail/mAP' in r]
     assert records, _scalars(work)

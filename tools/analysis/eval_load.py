@@ -100,7 +100,7 @@ def run_test(root, count, args, work_dir):
         f'model.clip.pretrained={weights}',
         f'test_dataloader.dataset.data_root={root}',
         f'test_dataloader.dataset.indices={count}',
-        f'test_dataloader.dataset.pipeline.1.scale=({s},{s})',
+        f'test_dataloader.dataset.pipeline.0.scale=({s},{s})',
         f'test_dataloader.batch_size={args.batch_size}',
         f'test_dataloader.num_workers={args.num_workers}',
         'test_evaluator.apply_softmax=True'

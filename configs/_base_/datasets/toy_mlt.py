@@ -5,13 +5,17 @@
 dataset_type = 'ToyMLT'
 data_root = 'data/toy_mlt/'
 
+# LoadResizedImage: pillow decode + resize to the model's 64x64 (the toy
+# images are 64x64 already: they are only copied; any other image, e.g. a
+# photo given to tools/infer.py, is resized). cache=True keeps its output in
+# the image cache (see configs/_base_/datasets/voc_mlt.py).
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadResizedImage', scale=(64, 64)),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='PackInputs', algorithm_keys=['caption']),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadResizedImage', scale=(64, 64)),
     dict(type='PackInputs', algorithm_keys=['caption']),
 ]
 
@@ -22,6 +26,7 @@ train_dataloader = dict(
         type=dataset_type,
         data_root=data_root,
         split='train',
+        cache=True,
         pipeline=train_pipeline),
     sampler=dict(type='ClassAwareRepeatSampler', power=1.0),
 )
@@ -32,6 +37,7 @@ val_dataloader = dict(
         type=dataset_type,
         data_root=data_root,
         split='test',
+        cache=True,
         pipeline=test_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=False),
 )

@@ -9,21 +9,21 @@ data_root = 'data/voc_mlt/'
 # PIL image (PIL bilinear WITH antialiasing, no crop, aspect not kept),
 # RandomHorizontalFlip (train only), ToTensor + ImageNet Normalize (the
 # model's data preprocessor). Equal to torchvision to float rounding
-# (tests/configs/test_paper_preprocessing.py). Keep Resize second: tools
-# address it as pipeline.1.
+# (tests/configs/test_paper_preprocessing.py). LoadResizedImage decodes and
+# resizes in one step; keep it first (tools address pipeline.0.scale).
+#
+# cache=True: the output of LoadResizedImage (uint8, 224x224) is kept in an
+# exact on-disk image cache, filled when the dataset is built and shared by
+# the loader workers, the ranks and later runs (~150 KB per image; set
+# LMCLIP_CACHE_DIR or cache_dir= to move it, cache=False to decode every
+# time; see README "Image cache").
 train_pipeline = [
-    dict(type='LoadImageFromFile', imdecode_backend='pillow',
-         color_type='color_ignore_orientation'),
-    dict(type='Resize', scale=(224, 224), backend='pillow',
-         interpolation='bilinear'),
+    dict(type='LoadResizedImage', scale=(224, 224)),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='PackInputs', algorithm_keys=['caption']),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile', imdecode_backend='pillow',
-         color_type='color_ignore_orientation'),
-    dict(type='Resize', scale=(224, 224), backend='pillow',
-         interpolation='bilinear'),
+    dict(type='LoadResizedImage', scale=(224, 224)),
     dict(type='PackInputs', algorithm_keys=['caption']),
 ]
 
@@ -34,6 +34,7 @@ train_dataloader = dict(
         type=dataset_type,
         data_root=data_root,
         split='train',
+        cache=True,
         pipeline=train_pipeline),
     # LM-CLIP's class-occurrence sampling; `power` is set per config.
     sampler=dict(type='ClassAwareRepeatSampler', power=1.0),
@@ -45,6 +46,7 @@ val_dataloader = dict(
         type=dataset_type,
         data_root=data_root,
         split='test',
+        cache=True,
         pipeline=test_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=False),
 )
