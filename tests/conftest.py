@@ -9,6 +9,8 @@ import os
 import shutil
 import tempfile
 
+import pytest
+
 _OWNED = '_LMCLIP_TEST_CACHE_OWNER'
 
 
@@ -25,3 +27,49 @@ def pytest_unconfigure(config):
     path = getattr(config, '_lmclip_cache_dir', None)
     if path and os.environ.get(_OWNED) == str(os.getpid()):
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _sklearn_photo(name):
+    """One of the two real photos scikit-learn ships (427x640 JPEGs)."""
+    import sklearn.datasets
+    return os.path.join(os.path.dirname(sklearn.datasets.__file__), 'images',
+                        name)
+
+
+@pytest.fixture(scope='session')
+def real_photos(tmp_path_factory):
+    """``{name: path}``: scikit-learn's two photos as shipped, and files
+    derived from them in the modes a dataset meets: an EXIF-rotated JPEG
+    (orientation 6), a grayscale JPEG, a CMYK JPEG, an RGBA PNG, an 'LA'
+    PNG, a palette PNG and a small JPEG (upsampled to 224)."""
+    from PIL import Image
+    root = tmp_path_factory.mktemp('real_photos')
+    china, flower = _sklearn_photo('china.jpg'), _sklearn_photo('flower.jpg')
+    photos = {}
+    for name, src in (('china', china), ('flower', flower)):
+        photos[name] = str(root / f'{name}.jpg')
+        shutil.copyfile(src, photos[name])
+    with Image.open(china) as c, Image.open(flower) as f:
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        derived = {
+            'exif6.jpg': (c, dict(exif=exif.tobytes(), quality=92)),
+            'gray.jpg': (f.convert('L'), dict(quality=90)),
+            'cmyk.jpg': (c.convert('CMYK'), dict(quality=90)),
+            'la.png': (c.convert('LA'), {}),
+            'palette.png': (f.convert('P'), {}),
+            'small.jpg': (c.resize((150, 100)), dict(quality=90)),
+        }
+        rgba = f.convert('RGBA')
+        alpha = Image.linear_gradient('L').resize(rgba.size)
+        rgba.putalpha(alpha)
+        derived['rgba.png'] = (rgba, {})
+        for file, (img, kwargs) in derived.items():
+            path = str(root / file)
+            img.save(path, **kwargs)
+            photos[file.split('.')[0]] = path
+    with Image.open(photos['exif6']) as img:
+        assert img.getexif()[0x0112] == 6
+    with Image.open(photos['cmyk']) as img:
+        assert img.mode == 'CMYK'
+    return photos

@@ -42,6 +42,7 @@ import os
 import os.path as osp
 import shutil
 import struct
+import sys
 import tempfile
 import threading
 import time
@@ -370,8 +371,7 @@ class ImageCache:
         reused = len(slots) - len(todo)
         done, failed = [], []
         for s in todo:
-            # 1. no valid record while the pixels change
-            index[s * RECORD_SIZE:(s + 1) * RECORD_SIZE] = _INVALID
+            self._write_record(s, _INVALID)  # 1. none while pixels change
         for s in todo:
             try:
                 with open(self.paths[s], 'rb') as f:
@@ -388,19 +388,22 @@ class ImageCache:
                     f'the transform gave {img.dtype} {img.shape}, the '
                     f'cache holds uint8 {self.shape}')))
                 continue
-            # 2. the pixels
-            off = s * self.slot_bytes
-            pixels[off:off + self.slot_bytes] = img.transpose(2, 0,
-                                                              1).tobytes()
+            self._write_pixels(s, img)  # 2. the pixels
             done.append((s, ori_shape, before))
         if done:
             pixels.flush()  # pixels on disk before any record names them
-            # 3. the records
             for s, ori_shape, key in done:
-                index[s * RECORD_SIZE:(s + 1) * RECORD_SIZE] = pack_record(
-                    ori_shape, key)
+                self._write_record(s, pack_record(ori_shape, key))  # 3.
             index.flush()
         return len(done), reused, failed
+
+    def _write_pixels(self, slot: int, img: np.ndarray) -> None:
+        off = slot * self.slot_bytes
+        self._maps()[0][off:off + self.slot_bytes] = img.transpose(
+            2, 0, 1).tobytes()
+
+    def _write_record(self, slot: int, record: bytes) -> None:
+        self._maps()[1][slot * RECORD_SIZE:(slot + 1) * RECORD_SIZE] = record
 
     def count_valid(self, slots: Optional[Sequence[int]] = None) -> int:
         slots = range(len(self.paths)) if slots is None else slots
@@ -440,7 +443,7 @@ def fill_with_progress(cache: ImageCache,
     threads = threads or default_threads()
     print_log(f'image cache: decoding {todo} of {len(slots)} images into '
               f'{cache.dir} ({threads} threads)', logger='current')
-    bar = ProgressBar(todo) if get_rank() == 0 else None
+    bar = ProgressBar(todo, file=sys.stdout) if get_rank() == 0 else None
     shown = [0]
 
     def on_progress(n):
