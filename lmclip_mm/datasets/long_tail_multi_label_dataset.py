@@ -335,14 +335,20 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
     def _init_cache(self) -> None:
         """Open (or create) the image cache and fill it for this split."""
         transforms = self.pipeline.transforms
-        loader = transforms[0] if transforms else None
-        if not isinstance(loader, LoadResizedImage):
-            raise ValueError(
+        if not transforms:
+            return  # nothing is decoded (a dataset built for its metainfo)
+        if not isinstance(transforms[0], LoadResizedImage):
+            # e.g. a config that replaced the pipeline of a cached base
+            print_log(
                 f'{type(self).__name__}(cache=True) caches the output of a '
                 'LoadResizedImage transform at the start of the pipeline, '
-                f'but the pipeline starts with {type(loader).__name__}: '
-                "make its first step dict(type='LoadResizedImage', "
-                'scale=(224, 224)), or set cache=False')
+                f'but this pipeline starts with {type(transforms[0]).__name__}'
+                ': the images are decoded on every use (start the pipeline '
+                "with dict(type='LoadResizedImage', scale=...) to cache them, "
+                'or set cache=False to silence this)', logger='current',
+                level=logging.WARNING)
+            return
+        loader = transforms[0]
         try:
             cache = ImageCache(self._list_paths, loader, self.cache_dir,
                                label=osp.splitext(
@@ -367,6 +373,8 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
                       logger='current')
         report = fill_with_progress(cache, self._cache_slots,
                                     self.cache_threads)
+        #: what the fill at build time did (computed, reused, seconds, ...)
+        self.cache_report = report
         if report['failed']:
             line_of = {osp.abspath(self.get_data_info(i)['img_path']):
                        self.get_data_info(i)['line_no']

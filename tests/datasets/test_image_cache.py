@@ -517,11 +517,27 @@ def test_unwritable_cache_root_warns_and_decodes(photo_set, tmp_path,
                                          0), 'uncached')
 
 
-def test_cache_needs_load_resized_image_first(photo_set, cache_dir):
-    with pytest.raises(ValueError, match='LoadResizedImage') as e:
-        build(photo_set, cache_dir=cache_dir,
-              pipeline=OLD_TRAIN_PIPELINE)
-    assert '\n' not in str(e.value)
+def test_cache_needs_load_resized_image_first(photo_set, cache_dir,
+                                             log_text):
+    """A config that replaced a cached base's pipeline: one warning line,
+    the images decoded on every use; an empty pipeline: nothing to say."""
+    ds = build(photo_set, cache_dir=cache_dir, pipeline=OLD_TRAIN_PIPELINE)
+    assert ds.image_cache is None
+    lines = [x for x in log_text().splitlines() if 'LoadResizedImage' in x]
+    assert len(lines) == 1 and 'starts with LoadImageFromFile' in lines[0]
+    assert 'cache=False' in lines[0]
+    assert_same(sample(ds, 1, 0),
+                sample(build(photo_set, cache=False), 1, 0), 'uncached')
+    done = len(log_text())
+    assert build(photo_set, cache_dir=cache_dir,
+                 pipeline=[{'type': 'LoadResizedImage', 'scale': 8}]
+                 ).image_cache is not None
+    empty = DATASETS.build(dict(
+        type='LongTailMultiLabelDataset', data_root=str(photo_set),
+        labels_file='labels.txt', train_file='train.txt',
+        test_file='train.txt', cache=True, cache_dir=cache_dir))
+    assert empty.image_cache is None and len(empty) == len(PHOTOS)
+    assert 'LoadResizedImage transform' not in log_text()[done:]
     with pytest.raises(ValueError, match='True or False'):
         build(photo_set, cache='yes')
 

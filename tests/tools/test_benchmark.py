@@ -90,3 +90,45 @@ def test_benchmark_data_dir_defaults_inside_the_repository(tmp_path, capsys):
     split.write_text('a.jpg 0\n')
     assert mod.parse_args(['--data-dir', str(tmp_path), '--classes',
                            '20']).data_dir == str(tmp_path)
+
+
+DATA_ARGS = [
+    'analysis/benchmark.py', '--part', 'data', '--data-train-images', '100',
+    '--data-test-images', '60', '--data-rounds', '2',
+    '--data-round-images', '6', '--protocol-epochs', '2', '--data-workers',
+    '2'
+]
+DATA_ROWS = ('paper __getitem__', 'mmcv LoadImageFromFile + Resize (before)',
+             'ours, first pass (LoadResizedImage)',
+             'ours, repeated pass (image cache)',
+             'ours, cache fill on 1 thread (first pass, cached)')
+
+
+def test_benchmark_data_part_prints_every_figure(tool):
+    """--part data: per-core rows against the paper's __getitem__ for both
+    splits, the goals, the protocol epochs, its total and the workers'
+    cache memory; only printed figures are checked, never speeds."""
+    out = tool(DATA_ARGS, timeout=900).stdout
+    assert 'machine:' in out and 'scikit-learn' in out
+    for split in ('train', 'test'):
+        block = out.split(f'per core, {split} split', 1)[1]
+        for row in DATA_ROWS:
+            m = re.search(rf'^  {re.escape(row)}\s+{NUMBER} images/s\s+'
+                          rf'{NUMBER}x$', block, re.M)
+            assert m, f'no row {row!r} in:\n{out}'
+            assert float(m.group(1)) > 0
+        assert re.search(r'^  paper __getitem__\s+\S+ images/s\s+1\.00x$',
+                         block, re.M)
+    assert re.search(r'^goals per core: first pass >= 1\.0x: (met|NOT met) '
+                     rf'\({NUMBER}x\); repeated pass >= 20x: (met|NOT met)',
+                     out, re.M), out
+    assert len(re.findall(r'^  epoch \d/2: paper \S+ s, ours \S+ s', out,
+                          re.M)) == 2, out
+    assert re.search(rf'^paper protocol data work: paper {NUMBER} s, ours '
+                     rf'{NUMBER} s \(the cache fill included\) = {NUMBER} ',
+                     out, re.M), out
+    m = re.search(rf'cache pages in the 2 persistent train loader workers: '
+                  rf'RSS summed {NUMBER} MiB, PSS summed {NUMBER} MiB', out)
+    assert m, out
+    rss, pss = map(float, m.groups())
+    assert pss <= rss  # shared pages: PSS divides them between workers

@@ -44,3 +44,29 @@ def test_infer_prints_predicted_labels_from_class_thresholds(tmp_path,
         assert row.split('score')[0].strip() in CLASSES
     summary = lines[lines.index('predicted labels:') + 1:]
     assert summary == [f'  {img}: {CLASSES[3]}' for img in images]
+
+
+def test_toy_model_takes_photos_of_any_size(tmp_path, capsys, real_photos):
+    """The toy config's test pipeline resizes (LoadResizedImage): ordinary
+    photos of different sizes, in one batch, are classified."""
+    import infer
+    from mmpretrain.registry import MODELS
+
+    import lmclip_mm  # noqa: F401
+    from lmclip_mm.datasets.toy_mlt import CLASSES
+    torch.manual_seed(0)
+    model = MODELS.build(dict(type='LMCLIPClassifier',
+                              clip=dict(model_name='lmclip-tiny-rn')))
+    model.set_classes(CLASSES)
+    ckpt = tmp_path / 'toy.pth'
+    torch.save(dict(state_dict=model.state_dict(),
+                    meta=dict(dataset_meta=dict(classes=list(CLASSES)))),
+               ckpt)
+    images = [real_photos['china'], real_photos['small'],
+              real_photos['rgba']]  # 640x427, 150x100, PNG with alpha
+    infer.main(['configs/lmclip_toy_mlt_tiny.py', str(ckpt), *images,
+                '--topk', '2', '--batch-size', '3'])
+    out = capsys.readouterr().out
+    for img in images:
+        assert img in out
+    assert 'predicted labels:' in out

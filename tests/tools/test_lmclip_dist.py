@@ -59,6 +59,10 @@ def test_dist_train_lmclip_two_processes(dist_run, load_ckpt):
     log = proc.stdout + proc.stderr
     assert 'Distributed training: True' in log
     assert "'backend': 'gloo'" in log
+    # the toy config's image cache, filled by the two ranks together (rank
+    # 0 logs what it decoded, or that the other rank had filled it)
+    assert re.search(r'image cache: \d+ images (decoded|from)', log), \
+        log[-3000:]
     # each process takes half of the sampler's global draw
     per_epoch = -(-TRAIN_IMAGES // 2 // BATCH)  # 13 (one process: 26)
     ckpt = load_ckpt(work_dir / 'epoch_2.pth')

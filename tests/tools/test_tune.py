@@ -493,6 +493,15 @@ def test_optuna_study_prunes_fails_and_resumes(tmp_path):
                f'{done.user_attrs["best_epoch"]}.pth') for n in names)
     assert not any(n.startswith('epoch_') for n in names)
     assert list(tdir.glob('2*/vis_data/config.py'))  # mmengine's dump
+    # the trials share one image cache: the first trial decoded the toy
+    # images into it, every later trial (the retried one too) read them
+    logs = sorted((work.glob('trial_*/tune_trial.log')),
+                  key=lambda p: int(p.parent.name.split('_')[1]))
+    assert len(logs) >= 7
+    for log in logs[1:]:
+        text = log.read_text()
+        assert 'image cache:' in text and 'images from' in text, log
+        assert 'image cache: decoding' not in text, log
     trial_cfg = Config.fromfile(str(tdir / 'trial_config.py'))
     assert trial_cfg.val_dataloader.dataset.split == 'val'
     assert trial_cfg.train_dataloader.dataset.holdout_val is True

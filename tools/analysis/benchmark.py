@@ -59,6 +59,9 @@ from mmengine.config import DictAction  # noqa: E402
 import lmclip_mm  # noqa: E402,F401  registers components
 from lmclip_mm.utils import benchmark as B  # noqa: E402
 
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import data_benchmark  # noqa: E402  (this folder)
+
 CONFIGS = {
     20: osp.join(REPO, 'configs', 'lmclip_voc_mlt_vitb16.py'),
     80: osp.join(REPO, 'configs', 'lmclip_coco_mlt_vitb16.py'),
@@ -137,6 +140,13 @@ def parse_args(argv=None):
     p.add_argument('--perturb-baseline', type=float, default=0.0,
                    help='TESTING ONLY: add this to the baseline BAL clip '
                    'margin (different math: the parity check must fail)')
+    p.add_argument('--part', default='model',
+                   choices=('model', 'data', 'all'),
+                   help='what to measure: the model (training and '
+                   'evaluation steps, memory, FLOPs; the default), the data '
+                   'pipeline (per core against the paper\'s __getitem__, '
+                   'and the paper protocol\'s data work), or both')
+    data_benchmark.add_arguments(p)
     p.add_argument('--child', choices=('ours', 'baseline'),
                    help=argparse.SUPPRESS)
     p.add_argument('--state', help=argparse.SUPPRESS)
@@ -197,7 +207,8 @@ def native_image_size(model_name):
 def _set_resize(pipeline, size):
     resized = False
     for t in pipeline:
-        if t.get('type') in ('Resize', 'mmpretrain.Resize'):
+        if t.get('type') in ('Resize', 'mmpretrain.Resize',
+                             'LoadResizedImage'):
             t['scale'] = (size, size)
             resized = True
     if not resized:  # e.g. the toy config: its images match the model
@@ -224,6 +235,9 @@ def load_config(args, image_size, data_root=None, files=None):
         if data_root is not None:
             loader.dataset.data_root = data_root
             loader.dataset.update(files)
+            if loader.dataset.get('cache'):  # beside the generated data
+                loader.dataset.cache_dir = osp.join(
+                    osp.dirname(data_root), 'image_cache')
         _set_resize(loader.dataset.pipeline, image_size)
     cfg.test_dataloader = cfg.val_dataloader
     if args.cfg_options:
@@ -486,6 +500,8 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     if args.child:
         return child_main(args)
+    if args.part == 'data':
+        return run_data_part(args)
     from mmengine.registry import init_default_scope
     from mmengine.runner import Runner
     init_default_scope('mmpretrain')
@@ -751,8 +767,10 @@ def main(argv=None):
               f'workers): ours train {loader_train_s:.3f} s/step '
               f'({bs / loader_train_s:.2f} images/s, data loading '
               'included)')
-        print(f'data loading (LoadImageFromFile + Resize {image_size} + '
-              f'flip + PackInputs, {args.jpeg_size[0]}x{args.jpeg_size[1]} '
+        cached = 'from the image cache' if cfg.train_dataloader.dataset.get(
+            'cache') else 'decoded'
+        print(f'data loading (the config\'s pipeline, {image_size} px, '
+              f'{cached}; {args.jpeg_size[0]}x{args.jpeg_size[1]} '
               f'JPEG, {cfg.train_dataloader.num_workers} workers): '
               f'{loader_ips:.1f} images/s (start-up {loader_start:.1f} s '
               f'excluded) = {loader_ips / consume:.1f}x ours\' training '
@@ -761,6 +779,32 @@ def main(argv=None):
     print(f'load average at end: {load1[0]:.2f} (1 min)')
     if tmp is not None:
         tmp.cleanup()
+    if args.part == 'all':
+        return run_data_part(args)
+    return 0
+
+
+def run_data_part(args):
+    """The data pipeline against the paper's (see data_benchmark.py)."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from lmclip_mm.utils import launch
+    init_default_scope('mmpretrain')
+    info, ncpu = machine_info('cpu')
+    load0 = os.getloadavg()
+    print(f'machine: {info}', flush=True)
+    print(f'load average at start: {load0[0]:.2f} (1 min) on {ncpu} cores'
+          + ('  WARNING: other processes use the CPU, timings are '
+             'unreliable' if load0[0] > 0.5 * ncpu else ''), flush=True)
+    cfg = Config.fromfile(CONFIGS[80])
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    launch.set_dataloader_defaults(cfg)
+    print(f'data part: config {osp.relpath(CONFIGS[80], REPO)} (its '
+          'datasets, pipelines and loaders)', flush=True)
+    data_benchmark.main(args, cfg, log=lambda *a: print(*a, flush=True))
+    print(f'load average at end: {os.getloadavg()[0]:.2f} (1 min)')
     return 0
 
 
