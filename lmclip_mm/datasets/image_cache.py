@@ -47,7 +47,8 @@ import tempfile
 import threading
 import time
 import zlib
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import (Future, ProcessPoolExecutor,
+                                ThreadPoolExecutor, as_completed)
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -106,11 +107,63 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def default_threads() -> int:
+def default_workers() -> int:
     """The CPUs this process may use, shared with the other ranks of this
     machine (``LOCAL_WORLD_SIZE``), at most 16."""
     local = int(os.environ.get('LOCAL_WORLD_SIZE', '1') or 1)
     return max(1, min(16, cpu_count() // max(1, local)))
+
+
+#: fill with forked processes (Linux); elsewhere with threads
+USE_PROCESSES = sys.platform.startswith('linux')
+#: the store a fill process fills (set in the process by ``_pool``)
+_WORKER_CACHE: Optional['ImageCache'] = None
+
+
+def _init_process(cache: 'ImageCache') -> None:
+    global _WORKER_CACHE
+    _WORKER_CACHE = cache
+    try:  # die with the filling process (Linux: PR_SET_PDEATHSIG)
+        import ctypes
+        import signal
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def _fill_chunk_in_process(chunk: int, slots: List[int], wait: bool):
+    return _WORKER_CACHE._fill_chunk(chunk, slots, wait)
+
+
+class _Inline:
+    """An executor that runs each call at once, in this thread."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def submit(self, fn, *args):
+        fut = Future()
+        try:
+            fut.set_result(fn(*args))
+        except BaseException as e:  # noqa: BLE001  re-raised by result()
+            fut.set_exception(e)
+        return fut
+
+
+def _pool(cache: 'ImageCache', workers: int):
+    """``(executor, fill_chunk)`` for ``workers`` workers."""
+    if workers == 1:
+        return _Inline(), cache._fill_chunk
+    if USE_PROCESSES:
+        import multiprocessing
+        return ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context('fork'),
+            initializer=_init_process,
+            initargs=(cache, )), _fill_chunk_in_process
+    return ThreadPoolExecutor(workers), cache._fill_chunk
 
 
 class CacheUnavailable(OSError):
@@ -284,10 +337,13 @@ class ImageCache:
     # ---- filling
     def fill(self,
              slots: Optional[Sequence[int]] = None,
-             threads: Optional[int] = None,
+             workers: Optional[int] = None,
              on_progress: Optional[Callable[[int], None]] = None) -> dict:
         """Decode every slot of ``slots`` (default: all) that has no valid
-        record, with ``threads`` threads (default :func:`default_threads`).
+        record, with ``workers`` workers (default :func:`default_workers`):
+        forked processes on Linux (:data:`USE_PROCESSES`: pillow's
+        Python-level work holds the GIL), threads elsewhere; one worker
+        decodes in this thread.
 
         Processes that fill the same store at once (ranks, workers of a
         tuning study) take chunks of :data:`CHUNK` slots under a lock each;
@@ -316,25 +372,22 @@ class ImageCache:
         if not todo or not self.writable:
             report['seconds'] = time.perf_counter() - start
             return report
-        threads = threads or default_threads()
-        busy = []
-        with ThreadPoolExecutor(max(1, min(threads, len(todo)))) as pool:
-            futures = {
-                pool.submit(self._fill_chunk, c, todo[c], False): c
-                for c in sorted(todo)
-            }
-            for fut in as_completed(futures):
-                done = fut.result()
-                if done is None:  # another process holds it
-                    busy.append(futures[fut])
-                    continue
-                self._account(report, done, on_progress)
-            # chunks other processes were filling: wait for them, then do
-            # what they left undone (a killed process leaves its chunk)
-            futures = [pool.submit(self._fill_chunk, c, todo[c], True)
-                       for c in sorted(busy)]
-            for fut in as_completed(futures):
-                self._account(report, fut.result(), on_progress)
+        workers = max(1, min(workers or default_workers(), len(todo)))
+        executor, fill_chunk = _pool(self, workers)
+        with executor as pool:
+            # first pass: the chunks no other process is filling; then the
+            # others, waiting for their lock (a killed filler releases it
+            # and leaves its chunk undone)
+            busy = []
+            for wait, chunks in ((False, sorted(todo)), (True, busy)):
+                futures = {pool.submit(fill_chunk, c, todo[c], wait): c
+                           for c in chunks}
+                for fut in as_completed(futures):
+                    done = fut.result()
+                    if done is None:
+                        busy.append(futures[fut])
+                    else:
+                        self._account(report, done, on_progress)
         report['missing'] = missing - report['computed'] - (
             report['reused'] - (len(slots) - missing))
         report['seconds'] = time.perf_counter() - start
@@ -421,7 +474,7 @@ class ImageCache:
 
 def fill_with_progress(cache: ImageCache,
                        slots: Sequence[int],
-                       threads: Optional[int] = None) -> dict:
+                       workers: Optional[int] = None) -> dict:
     """:meth:`ImageCache.fill` with a log line before and after and a
     progress bar (on rank 0) while it decodes."""
     from mmengine.dist import get_rank
@@ -439,10 +492,11 @@ def fill_with_progress(cache: ImageCache,
         print_log(f'image cache: {cache.dir} is read-only; {todo} of its '
                   f'{len(slots)} images are decoded on every use',
                   logger='current', level=30)
-        return cache.fill(slots, threads)
-    threads = threads or default_threads()
+        return cache.fill(slots, workers)
+    workers = workers or default_workers()
     print_log(f'image cache: decoding {todo} of {len(slots)} images into '
-              f'{cache.dir} ({threads} threads)', logger='current')
+              f'{cache.dir} ({workers} worker{"s" * (workers > 1)})',
+              logger='current')
     bar = ProgressBar(todo, file=sys.stdout) if get_rank() == 0 else None
     shown = [0]
 
@@ -452,7 +506,7 @@ def fill_with_progress(cache: ImageCache,
         if bar is not None and n:
             bar.update(n)
 
-    report = cache.fill(slots, threads, on_progress)
+    report = cache.fill(slots, workers, on_progress)
     if bar is not None:
         bar.file.write('\n')
         bar.file.flush()

@@ -128,8 +128,9 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
             time); the paper, honest and toy configs set True.
         cache_dir (str, optional): the cache root. Defaults to
             ``$LMCLIP_CACHE_DIR``, else ``~/.cache/lmclip_mm/images``.
-        cache_threads (int, optional): threads that fill the cache.
-            Defaults to the CPUs of this process over the local ranks.
+        cache_workers (int, optional): processes (threads off Linux) that
+            fill the cache. Defaults to the CPUs of this process over the
+            local ranks.
         test_mode (bool, optional): defaults to ``split != 'train'``.
         metainfo (dict, optional): extra meta information. It may not
             contradict the computed keys (``classes``, ``class_counts``, ...).
@@ -163,7 +164,7 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
                  data_prefix: str = '',
                  cache: bool = False,
                  cache_dir: Optional[str] = None,
-                 cache_threads: Optional[int] = None,
+                 cache_workers: Optional[int] = None,
                  pipeline: Sequence = (),
                  test_mode: Optional[bool] = None,
                  metainfo: Optional[dict] = None,
@@ -188,7 +189,7 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
         data_root = osp.expanduser(data_root) if data_root else data_root
         self.cache = cache
         self.cache_dir = cache_dir
-        self.cache_threads = cache_threads
+        self.cache_workers = cache_workers
         self.image_cache = None
         self.split = split
         self.val_fraction = val_fraction
@@ -372,7 +373,7 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
                       f'{cache.nbytes / 2**20:.0f} MiB on disk when filled',
                       logger='current')
         report = fill_with_progress(cache, self._cache_slots,
-                                    self.cache_threads)
+                                    self.cache_workers)
         #: what the fill at build time did (computed, reused, seconds, ...)
         self.cache_report = report
         if report['failed']:

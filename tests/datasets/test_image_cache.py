@@ -234,7 +234,7 @@ def test_train_val_and_holdout_share_one_store(real_photos, tmp_path,
     assert val.image_cache.count_valid() == 27
 
 
-def run_fill_script(root, cache_dir, delay, threads=1, extra=''):
+def run_fill_script(root, cache_dir, delay, workers=1, extra=''):
     """A Python process that builds the cached dataset of ``root`` with a
     decoder slowed down by ``delay`` seconds per image."""
     head = textwrap.dedent(f'''
@@ -262,7 +262,7 @@ def run_fill_script(root, cache_dir, delay, threads=1, extra=''):
             type='LongTailMultiLabelDataset', data_root={str(root)!r},
             labels_file='labels.txt', train_file='train.txt',
             test_file='train.txt', cache=True, cache_dir={cache_dir!r},
-            cache_threads={threads},
+            cache_workers={workers},
             pipeline=[dict(type='LoadResizedImage', scale=(224, 224))]))
         print('REPORT', json.dumps(dict(computed=reports[-1]['computed'],
                                         reused=reports[-1]['reused'])))
@@ -280,9 +280,27 @@ def store_of(root, cache_dir, scale=SCALE):
                       label='train')
 
 
+def processes_running(marker):
+    """PIDs of processes whose command line contains ``marker``."""
+    pids = []
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            try:
+                with open(f'/proc/{entry}/cmdline', 'rb') as f:
+                    if marker.encode() in f.read():
+                        with open(f'/proc/{entry}/stat') as st:
+                            if st.read().split(') ')[-1][0] != 'Z':
+                                pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
 def test_sigkill_during_a_fill_leaves_nothing_wrong(real_photos, tmp_path,
                                                    cache_dir):
-    """Kill fills at several moments; whatever a later run serves is exact.
+    """Kill fills at several moments after they started decoding (with one
+    worker, and with two fill processes, which die with their parent);
+    whatever a later run serves is exact.
 
     The decoder is slowed down so that each kill lands inside a chunk:
     pixels written, their records not yet (the order that makes it safe).
@@ -291,23 +309,34 @@ def test_sigkill_during_a_fill_leaves_nothing_wrong(real_photos, tmp_path,
                      copies=(CHUNK * 2) // len(PHOTOS) + 1)
     n = len((root / 'train.txt').read_text().splitlines())
     expected = {}
-    store = None
-    for kill_after in (0.0, 1.5, 3.0):
-        proc = run_fill_script(root, cache_dir, delay=0.03)
+    unrecorded = 0  # kills that left pixels without their records
+    for kill_after, workers in ((0.3, 1), (2.0, 1), (1.0, 2)):
+        proc = run_fill_script(root, cache_dir, delay=0.03, workers=workers)
+        lines = []
+        reader = threading.Thread(
+            target=lambda: lines.extend(iter(proc.stdout.readline, '')))
+        reader.start()
         deadline = time.time() + 120
-        while time.time() < deadline and store is None:
-            try:
-                store = store_of(root, cache_dir)
-            except Exception:  # noqa: BLE001  not created yet
-                time.sleep(0.05)
+        while time.time() < deadline and not any(
+                'image cache: decoding' in x for x in lines):
+            assert proc.poll() is None, ''.join(lines)[-3000:]
+            time.sleep(0.02)
         time.sleep(kill_after)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        assert proc.returncode == -signal.SIGKILL, proc.stdout.read()
+        reader.join()
+        assert proc.returncode == -signal.SIGKILL, ''.join(lines)[-3000:]
+        # the fill processes died with their parent
+        deadline = time.time() + 10
+        while processes_running(str(root)) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not processes_running(str(root))
+        store = store_of(root, cache_dir)
         pixels = np.frombuffer(store._maps()[0], np.uint8)
         written = int(np.count_nonzero(pixels.reshape(n, -1).any(1)))
         valid = store.count_valid()
         assert valid <= written
+        unrecorded += written > valid
         for slot in range(n):
             hit = store.get(slot)
             if hit is None:
@@ -317,11 +346,11 @@ def test_sigkill_during_a_fill_leaves_nothing_wrong(real_photos, tmp_path,
                     dict(img_path=store.paths[slot]))
             assert np.array_equal(hit[0], expected[slot]['img']), slot
             assert hit[1] == expected[slot]['ori_shape']
-    # a kill left pixels without records at least once (else the test
-    # did not exercise the dangerous moment)
-    assert written > valid or valid < n
+    # kills left pixels without records (else the test did not exercise
+    # the dangerous moment)
+    assert unrecorded >= 2
     # a later run completes the store; every image exact
-    report = store.fill(threads=2)
+    report = store.fill(workers=2)
     assert report['missing'] == 0 and store.count_valid() == n
     ref = LoadResizedImage(SCALE)
     for slot in range(n):
@@ -431,7 +460,15 @@ def test_concurrent_processes_never_decode_an_image_twice(
     assert store_of(root, cache_dir).count_valid() == n
 
 
-def test_threads_fill_while_threads_read(real_photos, tmp_path, cache_dir):
+@pytest.mark.parametrize('processes', [True, False],
+                         ids=['fill processes', 'fill threads'])
+def test_fill_while_threads_read(real_photos, tmp_path, cache_dir,
+                                 monkeypatch, processes):
+    """Reader threads hammer the store while 4 workers (processes, as on
+    Linux, or threads, as elsewhere) fill it: every image served is
+    exact."""
+    from lmclip_mm.datasets import image_cache
+    monkeypatch.setattr(image_cache, 'USE_PROCESSES', processes)
     root = write_set(tmp_path / 'set', real_photos, PHOTOS, copies=16)
     store = store_of(root, cache_dir)
     n = len(store.paths)
@@ -453,7 +490,7 @@ def test_threads_fill_while_threads_read(real_photos, tmp_path, cache_dir):
     for t in readers:
         t.start()
     try:
-        report = store.fill(threads=4)
+        report = store.fill(workers=4)
     finally:
         stop.set()
         for t in readers:

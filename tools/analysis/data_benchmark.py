@@ -251,7 +251,7 @@ def main(args, cfg, log=print):
             uncached_cfg.dataset.pipeline))
         # the cache filled on one thread, from empty: the first pass
         fill_cfg = loader_cfg.copy()
-        fill_cfg.dataset = dict(loader_cfg.dataset, cache_threads=1)
+        fill_cfg.dataset = dict(loader_cfg.dataset, cache_workers=1)
         cached = build_dataset(fill_cfg)
         report = cached.cache_report
         assert report['computed'] == len(cached), report
@@ -266,7 +266,7 @@ def main(args, cfg, log=print):
             'ours, repeated pass (image cache)': cached.__getitem__,
         }
         rates = per_core(paths, indices, args.data_rounds)
-        rates['ours, cache fill on 1 thread (first pass, cached)'] = \
+        rates['ours, cache fill in 1 process (first pass, cached)'] = \
             report['computed'] / report['seconds']
         results[split] = rates
         base = rates['paper __getitem__']
