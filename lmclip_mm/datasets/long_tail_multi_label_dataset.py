@@ -2,24 +2,19 @@
 
 See :mod:`lmclip_mm.datasets.mlt_format` for the file format.
 """
-import logging
 import os.path as osp
 from typing import List, Optional, Sequence, Union
 
-import numpy as np
 from mmengine.fileio import join_path
-from mmengine.logging import print_log
 from mmengine.utils import is_abs
 from mmpretrain.datasets import MultiLabelDataset
 from mmpretrain.registry import DATASETS
 
-from .image_cache import (ENV_DIR, CacheUnavailable, ImageCache,
-                          fill_with_progress)
+from .image_cache.dataset import attach_image_cache, prepare_cached
 from .mlt_format import (DatasetFileNotFoundError, DatasetFormatError,
                          bad_images_error, class_groups, count_classes,
                          find_bad_images, parse_captions_file,
                          parse_labels_file, parse_split_file)
-from .transforms import LoadResizedImage
 from .val_split import check_val_args, stratified_val_indices
 
 #: metainfo keys computed from the list files (the contract with the model,
@@ -122,8 +117,9 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
             ``data_root`` unless absolute. Defaults to ``''``.
         cache (bool): serve the output of the pipeline's first transform,
             a :class:`~lmclip_mm.datasets.transforms.LoadResizedImage`, from
-            an exact on-disk image cache (:mod:`lmclip_mm.datasets.image_cache`)
-            filled when the dataset is built; the transforms after it run
+            an exact on-disk image cache
+            (:mod:`lmclip_mm.datasets.image_cache`) filled when the
+            dataset is built; the transforms after it run
             on every access as usual. Defaults to False (decode every
             time); the paper, honest and toy configs set True.
         cache_dir (str, optional): the cache root. Defaults to
@@ -335,60 +331,10 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
 
     def _init_cache(self) -> None:
         """Open (or create) the image cache and fill it for this split."""
-        transforms = self.pipeline.transforms
-        if not transforms:
-            return  # nothing is decoded (a dataset built for its metainfo)
-        if not isinstance(transforms[0], LoadResizedImage):
-            # e.g. a config that replaced the pipeline of a cached base
-            print_log(
-                f'{type(self).__name__}(cache=True) caches the output of a '
-                'LoadResizedImage transform at the start of the pipeline, '
-                f'but this pipeline starts with {type(transforms[0]).__name__}'
-                ': the images are decoded on every use (start the pipeline '
-                "with dict(type='LoadResizedImage', scale=...) to cache them, "
-                'or set cache=False to silence this)', logger='current',
-                level=logging.WARNING)
-            return
-        loader = transforms[0]
-        try:
-            cache = ImageCache(self._list_paths, loader, self.cache_dir,
-                               label=osp.splitext(
-                                   osp.basename(self.ann_file))[0])
-        except CacheUnavailable as e:
-            print_log(f'{e}; the images are decoded on every use (set '
-                      f'cache_dir= or ${ENV_DIR} to a writable folder, or '
-                      'cache=False)', logger='current', level=logging.WARNING)
-            return
-        slot_of = {}
-        for slot, path in enumerate(cache.paths):
-            slot_of.setdefault(path, slot)
-        self._cache_slots = np.array([
-            slot_of[osp.abspath(self.get_data_info(i)['img_path'])]
-            for i in range(len(self))
-        ], dtype=np.int64)
-        if cache.created:
-            print_log(f'image cache: new store {cache.dir} for the '
-                      f'{len(cache.paths)} images of {self.ann_file} at '
-                      f'{cache.shape[1]}x{cache.shape[0]}: '
-                      f'{cache.nbytes / 2**20:.0f} MiB on disk when filled',
-                      logger='current')
-        report = fill_with_progress(cache, self._cache_slots,
-                                    self.cache_workers)
-        #: what the fill at build time did (computed, reused, seconds, ...)
-        self.cache_report = report
-        if report['failed']:
-            line_of = {osp.abspath(self.get_data_info(i)['img_path']):
-                       self.get_data_info(i)['line_no']
-                       for i in range(len(self))}
-            listed = '; '.join(
-                f'line {line_of.get(cache.paths[s])}: {cache.paths[s]}: '
-                f'{type(e).__name__}: {e}'
-                for s, e in report['failed'][:MAX_LISTED_BAD_IMAGES])
-            raise DatasetFormatError(
-                f'{self.ann_file}: cannot load {len(report["failed"])} of '
-                f'the {len(self)} images of the {self.split} split '
-                f'({listed})')
-        self.image_cache = cache
+        attached = attach_image_cache(self, self._list_paths, self.cache_dir,
+                                      self.cache_workers)
+        if attached is not None:
+            self.image_cache, self._cache_slots, self.cache_report = attached
 
     def prepare_data(self, idx):
         """Run the pipeline; a failure names the list file, line and image.
@@ -401,7 +347,7 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
         """
         try:
             if self.image_cache is not None:
-                return self._prepare_cached(idx)
+                return prepare_cached(self, idx)
             return super().prepare_data(idx)
         except DatasetFormatError:
             raise
@@ -410,20 +356,6 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
             raise DatasetFormatError(
                 f'{self.ann_file}, line {info.get("line_no")}: cannot load '
                 f'{info.get("img_path")}: {type(e).__name__}: {e}') from e
-
-    def _prepare_cached(self, idx):
-        data_info = self.get_data_info(idx)
-        loader, *rest = self.pipeline.transforms
-        hit = self.image_cache.get(int(self._cache_slots[idx]))
-        if hit is None:
-            results = loader(data_info)
-        else:
-            results = loader.fill_results(data_info, *hit)
-        for t in rest:
-            results = t(results)
-            if results is None:
-                return None
-        return results
 
     def _check_images(self, records, img_paths) -> None:
         bad = find_bad_images([(r.line_no, p)

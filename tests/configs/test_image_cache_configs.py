@@ -11,7 +11,8 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted(p.name for p in (REPO / 'configs').glob('lmclip_*.py'))
 
 
-@pytest.mark.parametrize('config', CONFIGS + ['examples/lmclip_own_list_files.py'])
+@pytest.mark.parametrize(
+    'config', CONFIGS + ['examples/lmclip_own_list_files.py'])
 def test_every_dataset_caches_load_resized_image(config):
     cfg = Config.fromfile(str(REPO / 'configs' / config))
     size = 64 if 'toy' in config else 224

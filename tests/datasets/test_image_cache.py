@@ -21,8 +21,8 @@ from mmpretrain.registry import DATASETS
 import lmclip_mm  # noqa: F401  registers the components
 from lmclip_mm.datasets import DatasetFormatError
 from lmclip_mm.datasets.image_cache import (CHUNK, RECORD_SIZE, ImageCache,
-                                            default_cache_root,
-                                            pack_record)
+                                            default_cache_root, pack_record,
+                                            unpack_record)
 from lmclip_mm.datasets.transforms import LoadResizedImage
 
 REPO = Path(__file__).resolve().parents[2]
@@ -220,7 +220,7 @@ def test_added_removed_images_and_other_parameters_use_another_store(
 
 
 def test_train_val_and_holdout_share_one_store(real_photos, tmp_path,
-                                              cache_dir):
+                                               cache_dir):
     root = write_set(tmp_path / 'set', real_photos, PHOTOS, copies=3)
     (root / 'train.txt').write_text(''.join(
         f'{line.split()[0]} 0 1\n'
@@ -241,31 +241,24 @@ def run_fill_script(root, cache_dir, delay, workers=1, extra=''):
         import json, sys, time
         import lmclip_mm
         from lmclip_mm.datasets.transforms import LoadResizedImage
-        from lmclip_mm.datasets import image_cache
         decode = LoadResizedImage.decode
         def slow(self, data):
             time.sleep({delay})
             return decode(self, data)
         LoadResizedImage.decode = slow
-        reports = []
-        fill = image_cache.ImageCache.fill
-        def recorded(self, *a, **k):
-            reports.append(fill(self, *a, **k))
-            return reports[-1]
-        image_cache.ImageCache.fill = recorded
     ''')
     tail = textwrap.dedent(f'''
         from mmengine.registry import init_default_scope
         from mmpretrain.registry import DATASETS
         init_default_scope('mmpretrain')
-        DATASETS.build(dict(
+        ds = DATASETS.build(dict(
             type='LongTailMultiLabelDataset', data_root={str(root)!r},
             labels_file='labels.txt', train_file='train.txt',
             test_file='train.txt', cache=True, cache_dir={cache_dir!r},
             cache_workers={workers},
             pipeline=[dict(type='LoadResizedImage', scale=(224, 224))]))
-        print('REPORT', json.dumps(dict(computed=reports[-1]['computed'],
-                                        reused=reports[-1]['reused'])))
+        print('REPORT', json.dumps(dict(computed=ds.cache_report['computed'],
+                                        reused=ds.cache_report['reused'])))
     ''')
     code = head + textwrap.dedent(extra) + tail
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
@@ -297,19 +290,20 @@ def processes_running(marker):
 
 
 def test_sigkill_during_a_fill_leaves_nothing_wrong(real_photos, tmp_path,
-                                                   cache_dir):
+                                                    cache_dir):
     """Kill fills at several moments after they started decoding (with one
     worker, and with two fill processes, which die with their parent);
     whatever a later run serves is exact.
 
-    The decoder is slowed down so that each kill lands inside a chunk:
-    pixels written, their records not yet (the order that makes it safe).
+    The decoder is slowed down so that each kill lands in the middle of
+    the fill; the exact moments between the writes are
+    test_killed_at_each_write_step_nothing_wrong_is_served's.
     """
     root = write_set(tmp_path / 'set', real_photos, PHOTOS,
                      copies=(CHUNK * 2) // len(PHOTOS) + 1)
     n = len((root / 'train.txt').read_text().splitlines())
     expected = {}
-    unrecorded = 0  # kills that left pixels without their records
+    interrupted = 0  # kills that left the store partly filled
     for kill_after, workers in ((0.3, 1), (2.0, 1), (1.0, 2)):
         proc = run_fill_script(root, cache_dir, delay=0.03, workers=workers)
         lines = []
@@ -336,7 +330,7 @@ def test_sigkill_during_a_fill_leaves_nothing_wrong(real_photos, tmp_path,
         written = int(np.count_nonzero(pixels.reshape(n, -1).any(1)))
         valid = store.count_valid()
         assert valid <= written
-        unrecorded += written > valid
+        interrupted += 0 < valid < n
         for slot in range(n):
             hit = store.get(slot)
             if hit is None:
@@ -346,9 +340,8 @@ def test_sigkill_during_a_fill_leaves_nothing_wrong(real_photos, tmp_path,
                     dict(img_path=store.paths[slot]))
             assert np.array_equal(hit[0], expected[slot]['img']), slot
             assert hit[1] == expected[slot]['ori_shape']
-    # kills left pixels without records (else the test did not exercise
-    # the dangerous moment)
-    assert unrecorded >= 2
+    # the kills landed in the middle of fills
+    assert interrupted >= 2
     # a later run completes the store; every image exact
     report = store.fill(workers=2)
     assert report['missing'] == 0 and store.count_valid() == n
@@ -404,10 +397,8 @@ def test_killed_at_each_write_step_nothing_wrong_is_served(
                 served += 1
                 assert np.array_equal(hit[0], ref(dict(
                     img_path=store.paths[slot]))['img']), (name, k, slot)
-        if name == '_write_record':
-            assert served == k - 1, (name, k)  # records before the kill
-        else:
-            assert served == 0, (name, k)  # its chunk got no record
+        # the slots finished before the kill, not the one it interrupted
+        assert served == k - 1, (name, k)
         assert store.fill()['missing'] == 0 and store.count_valid() == n
 
 
@@ -417,7 +408,7 @@ def test_a_record_is_trusted_only_whole(photo_set, cache_dir):
     index = store._maps()[1]
     raw = bytes(index[:RECORD_SIZE])
     assert store.valid(0)
-    for pos in (0, 5, 17, 40):  # magic, shape, file key, checksum
+    for pos in (0, 5, 13, 17, 40):  # magic, shape, pixel crc, file, crc
         torn = bytearray(raw)
         torn[pos] ^= 0xFF
         index[:RECORD_SIZE] = bytes(torn)
@@ -426,9 +417,30 @@ def test_a_record_is_trusted_only_whole(photo_set, cache_dir):
     assert store.valid(0)
     # a record that names another file state is not served either
     st = os.stat(store.paths[0])
+    rec = unpack_record(raw)
     index[:RECORD_SIZE] = pack_record(
-        (427, 640), (st.st_size + 1, st.st_mtime_ns, st.st_ino))
+        rec[0], (st.st_size + 1, st.st_mtime_ns, st.st_ino), rec[2])
     assert store.get(0) is None
+    index[:RECORD_SIZE] = raw
+
+
+def test_pixels_that_miss_their_crc_are_decoded_again(photo_set, cache_dir):
+    """Pixels that do not match their record's CRC32 (as after a power loss
+    that kept them from the disk) are decoded again by the next build."""
+    ds = build(photo_set, cache_dir=cache_dir)
+    store = ds.image_cache
+    slot = int(ds._cache_slots[3])
+    assert store.verified(slot)
+    pixels = store._maps()[0]
+    off = slot * store.slot_bytes + 1000
+    pixels[off:off + 1] = bytes([pixels[off] ^ 0x01])
+    assert store.valid(slot) and not store.verified(slot)
+    rebuilt = build(photo_set, cache_dir=cache_dir)
+    assert rebuilt.cache_report['computed'] == 1
+    assert rebuilt.cache_report['reused'] == len(PHOTOS) - 1
+    assert store.verified(slot)
+    assert_same(sample(rebuilt, 3, 0),
+                sample(build(photo_set, cache=False), 3, 0), 'refilled')
 
 
 def test_concurrent_processes_never_decode_an_image_twice(
@@ -467,8 +479,8 @@ def test_fill_while_threads_read(real_photos, tmp_path, cache_dir,
     """Reader threads hammer the store while 4 workers (processes, as on
     Linux, or threads, as elsewhere) fill it: every image served is
     exact."""
-    from lmclip_mm.datasets import image_cache
-    monkeypatch.setattr(image_cache, 'USE_PROCESSES', processes)
+    from lmclip_mm.datasets.image_cache import filling
+    monkeypatch.setattr(filling, 'USE_PROCESSES', processes)
     root = write_set(tmp_path / 'set', real_photos, PHOTOS, copies=16)
     store = store_of(root, cache_dir)
     n = len(store.paths)
@@ -555,7 +567,7 @@ def test_unwritable_cache_root_warns_and_decodes(photo_set, tmp_path,
 
 
 def test_cache_needs_load_resized_image_first(photo_set, cache_dir,
-                                             log_text):
+                                              log_text):
     """A config that replaced a cached base's pipeline: one warning line,
     the images decoded on every use; an empty pipeline: nothing to say."""
     ds = build(photo_set, cache_dir=cache_dir, pipeline=OLD_TRAIN_PIPELINE)

@@ -101,7 +101,7 @@ DATA_ARGS = [
 DATA_ROWS = ('paper __getitem__', 'mmcv LoadImageFromFile + Resize (before)',
              'ours, first pass (LoadResizedImage)',
              'ours, repeated pass (image cache)',
-             'ours, cache fill on 1 thread (first pass, cached)')
+             'ours, cache fill in 1 process (first pass, cached)')
 
 
 def test_benchmark_data_part_prints_every_figure(tool):

@@ -1,39 +1,6 @@
 # Copyright (c) lmclip_mm authors.
-"""An exact, shared, crash-safe cache of preprocessed images.
-
-A dataset whose pipeline starts with a deterministic
-:class:`~lmclip_mm.datasets.transforms.LoadResizedImage` keeps that
-transform's output (the decoded and resized uint8 image and its original
-size) in a memory-mapped file and serves it from there; the random flip and
-everything after it run as before. What a cached image is:
-
-* **exact**: the bytes the transform produced, copied back;
-* **never stale**: each slot records the image file's size, modification
-  time (ns) and inode; every read compares them with a fresh ``os.stat`` of
-  the file and decodes the file instead when they differ. The store itself
-  is named by a hash of the transform's parameters (and pillow's version)
-  and of the list file's image paths: another size, filter or list is
-  another store;
-* **shared**: one file mapped by every loader worker (one copy in the page
-  cache), by every rank and by consecutive runs and tuning trials;
-  concurrent fills split the work in chunks under ``flock`` locks, so no two
-  processes decode the same image;
-* **crash-safe**: a slot's record is written only after its pixels reached
-  the file (``msync``), and it carries a CRC; a fill killed at any moment
-  leaves slots without a valid record, which are decoded again.
-
-Layout of a store (a folder under the cache root)::
-
-    meta.json    format version, transform parameters, image count, shape
-    paths.txt    the absolute image paths, one per slot
-    pixels.u8    N x 3 x H x W uint8, channel-first (sparse until filled)
-    index.bin    N records of RECORD_SIZE bytes
-    locks/       one lock file per chunk of CHUNK slots
-
-The cache root is ``cache_dir`` if given, else ``$LMCLIP_CACHE_DIR``, else
-``$XDG_CACHE_HOME/lmclip_mm/images`` (``~/.cache/lmclip_mm/images``).
-Deleting a store's folder (or the root) clears it; it is rebuilt on use.
-"""
+"""The store of the image cache: one folder of memory-mapped files per list
+file and transform (see :mod:`lmclip_mm.datasets.image_cache`)."""
 import fcntl
 import hashlib
 import json
@@ -42,23 +9,20 @@ import os
 import os.path as osp
 import shutil
 import struct
-import sys
 import tempfile
 import threading
 import time
 import zlib
-from concurrent.futures import (Future, ProcessPoolExecutor,
-                                ThreadPoolExecutor, as_completed)
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-#: bumped when the layout or the meaning of a store changes
-FORMAT_VERSION = 1
-#: slots per lock (and per msync of the pixels)
+FORMAT_VERSION = 2
+#: slots per lock
 CHUNK = 64
 MAGIC = 0x314D434C  # b'LCM1'
-# magic, ori_h, ori_w, pad, size, mtime_ns, inode | crc32 of those, pad
+# magic, ori_h, ori_w, crc32 of the pixels, size, mtime_ns, inode | crc32 of
+# those, pad
 _RECORD = struct.Struct('<IIIIQqQ')
 RECORD_SIZE = 48
 _INVALID = bytes(RECORD_SIZE)
@@ -82,88 +46,24 @@ def file_key(st: os.stat_result) -> Tuple[int, int, int]:
     return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-def pack_record(ori_shape: Tuple[int, int], key: Tuple[int, int,
-                                                       int]) -> bytes:
-    body = _RECORD.pack(MAGIC, ori_shape[0], ori_shape[1], 0, *key)
+def pack_record(ori_shape: Tuple[int, int], key: Tuple[int, int, int],
+                pixels_crc: int) -> bytes:
+    body = _RECORD.pack(MAGIC, ori_shape[0], ori_shape[1], pixels_crc, *key)
     return body + struct.pack('<II', zlib.crc32(body), 0)
 
 
-def unpack_record(raw: bytes) -> Optional[Tuple[Tuple[int, int], Tuple]]:
-    """``((ori_h, ori_w), file key)`` of a valid record, else None."""
+def unpack_record(raw: bytes) -> Optional[Tuple[Tuple[int, int], Tuple,
+                                                int]]:
+    """``((ori_h, ori_w), file key, pixels crc32)`` of a whole record, else
+    None."""
     body = raw[:_RECORD.size]
-    magic, h, w, _, size, mtime, ino = _RECORD.unpack(body)
+    magic, h, w, pixels_crc, size, mtime, ino = _RECORD.unpack(body)
     if magic != MAGIC:
         return None
     (crc, ) = struct.unpack_from('<I', raw, _RECORD.size)
     if crc != zlib.crc32(body):
         return None
-    return (h, w), (size, mtime, ino)
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def default_workers() -> int:
-    """The CPUs this process may use, shared with the other ranks of this
-    machine (``LOCAL_WORLD_SIZE``), at most 16."""
-    local = int(os.environ.get('LOCAL_WORLD_SIZE', '1') or 1)
-    return max(1, min(16, cpu_count() // max(1, local)))
-
-
-#: fill with forked processes (Linux); elsewhere with threads
-USE_PROCESSES = sys.platform.startswith('linux')
-#: the store a fill process fills (set in the process by ``_pool``)
-_WORKER_CACHE: Optional['ImageCache'] = None
-
-
-def _init_process(cache: 'ImageCache') -> None:
-    global _WORKER_CACHE
-    _WORKER_CACHE = cache
-    try:  # die with the filling process (Linux: PR_SET_PDEATHSIG)
-        import ctypes
-        import signal
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
-
-
-def _fill_chunk_in_process(chunk: int, slots: List[int], wait: bool):
-    return _WORKER_CACHE._fill_chunk(chunk, slots, wait)
-
-
-class _Inline:
-    """An executor that runs each call at once, in this thread."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def submit(self, fn, *args):
-        fut = Future()
-        try:
-            fut.set_result(fn(*args))
-        except BaseException as e:  # noqa: BLE001  re-raised by result()
-            fut.set_exception(e)
-        return fut
-
-
-def _pool(cache: 'ImageCache', workers: int):
-    """``(executor, fill_chunk)`` for ``workers`` workers."""
-    if workers == 1:
-        return _Inline(), cache._fill_chunk
-    if USE_PROCESSES:
-        import multiprocessing
-        return ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context('fork'),
-            initializer=_init_process,
-            initargs=(cache, )), _fill_chunk_in_process
-    return ThreadPoolExecutor(workers), cache._fill_chunk
+    return (h, w), (size, mtime, ino), pixels_crc
 
 
 class CacheUnavailable(OSError):
@@ -334,73 +234,28 @@ class ImageCache:
         rec = unpack_record(self.record(slot))
         return rec is not None and rec[1] == key
 
+    def verified(self, slot: int) -> bool:
+        """:meth:`valid`, and the pixels match the record's CRC32 (what a
+        fill checks before it trusts a slot: pixels that a power loss kept
+        from reaching the disk are decoded again)."""
+        if not self.valid(slot):
+            return False
+        off = slot * self.slot_bytes
+        pixels = memoryview(self._maps()[0])[off:off + self.slot_bytes]
+        try:
+            return zlib.crc32(pixels) == unpack_record(self.record(slot))[2]
+        finally:
+            pixels.release()
+
     # ---- filling
     def fill(self,
              slots: Optional[Sequence[int]] = None,
              workers: Optional[int] = None,
              on_progress: Optional[Callable[[int], None]] = None) -> dict:
-        """Decode every slot of ``slots`` (default: all) that has no valid
-        record, with ``workers`` workers (default :func:`default_workers`):
-        forked processes on Linux (:data:`USE_PROCESSES`: pillow's
-        Python-level work holds the GIL), threads elsewhere; one worker
-        decodes in this thread.
-
-        Processes that fill the same store at once (ranks, workers of a
-        tuning study) take chunks of :data:`CHUNK` slots under a lock each;
-        a chunk locked by another process is waited for afterwards and then
-        only what it left undone is decoded. ``on_progress(n)`` is called
-        (from this thread) as slots are done.
-
-        Returns:
-            dict: ``computed`` (slots decoded here), ``reused`` (valid
-            already or filled by another process), ``failed`` (a list of
-            ``(slot, exception)``: files that could not be read or decoded;
-            their slots stay invalid), ``missing`` (slots still without a
-            valid image: failed, changed while read, or a read-only
-            store), ``seconds``.
-        """
-        start = time.perf_counter()
-        slots = range(len(self.paths)) if slots is None else slots
-        slots = sorted(set(slots))
-        todo: Dict[int, List[int]] = {}
-        for s in slots:
-            if not self.valid(s):
-                todo.setdefault(s // CHUNK, []).append(s)
-        missing = sum(len(v) for v in todo.values())
-        report = dict(computed=0, reused=len(slots) - missing, failed=[],
-                      missing=missing, seconds=0.0)
-        if not todo or not self.writable:
-            report['seconds'] = time.perf_counter() - start
-            return report
-        workers = max(1, min(workers or default_workers(), len(todo)))
-        executor, fill_chunk = _pool(self, workers)
-        with executor as pool:
-            # first pass: the chunks no other process is filling; then the
-            # others, waiting for their lock (a killed filler releases it
-            # and leaves its chunk undone)
-            busy = []
-            for wait, chunks in ((False, sorted(todo)), (True, busy)):
-                futures = {pool.submit(fill_chunk, c, todo[c], wait): c
-                           for c in chunks}
-                for fut in as_completed(futures):
-                    done = fut.result()
-                    if done is None:
-                        busy.append(futures[fut])
-                    else:
-                        self._account(report, done, on_progress)
-        report['missing'] = missing - report['computed'] - (
-            report['reused'] - (len(slots) - missing))
-        report['seconds'] = time.perf_counter() - start
-        return report
-
-    @staticmethod
-    def _account(report, done, on_progress):
-        computed, reused, failed = done
-        report['computed'] += computed
-        report['reused'] += reused
-        report['failed'] += failed
-        if on_progress is not None:
-            on_progress(computed + reused + len(failed))
+        """:func:`lmclip_mm.datasets.image_cache.filling.fill` of this
+        store."""
+        from .filling import fill
+        return fill(self, slots, workers, on_progress)
 
     def _fill_chunk(self, chunk: int, slots: List[int], wait: bool):
         """Fill ``slots`` of ``chunk`` under its lock. None if ``wait`` is
@@ -419,13 +274,15 @@ class ImageCache:
             os.close(fd)  # releases the lock, also when the process dies
 
     def _fill_locked(self, slots: List[int]):
-        pixels, index = self._maps()
-        todo = [s for s in slots if not self.valid(s)]
+        """Decode the slots of ``slots`` that are not verified. Per slot:
+        (1) its record is invalidated, (2) its pixels written, (3) its record
+        written, naming the file's state and the pixels' CRC32: a process
+        killed at any point leaves no record over other pixels."""
+        todo = [s for s in slots if not self.verified(s)]
         reused = len(slots) - len(todo)
-        done, failed = [], []
+        computed, failed = 0, []
         for s in todo:
-            self._write_record(s, _INVALID)  # 1. none while pixels change
-        for s in todo:
+            self._write_record(s, _INVALID)  # 1.
             try:
                 with open(self.paths[s], 'rb') as f:
                     before = file_key(os.fstat(f.fileno()))
@@ -441,19 +298,16 @@ class ImageCache:
                     f'the transform gave {img.dtype} {img.shape}, the '
                     f'cache holds uint8 {self.shape}')))
                 continue
-            self._write_pixels(s, img)  # 2. the pixels
-            done.append((s, ori_shape, before))
-        if done:
-            pixels.flush()  # pixels on disk before any record names them
-            for s, ori_shape, key in done:
-                self._write_record(s, pack_record(ori_shape, key))  # 3.
-            index.flush()
-        return len(done), reused, failed
+            data = img.transpose(2, 0, 1).tobytes()  # channel-first
+            self._write_pixels(s, data)  # 2.
+            self._write_record(s, pack_record(ori_shape, before,
+                                              zlib.crc32(data)))  # 3.
+            computed += 1
+        return computed, reused, failed
 
-    def _write_pixels(self, slot: int, img: np.ndarray) -> None:
+    def _write_pixels(self, slot: int, data: bytes) -> None:
         off = slot * self.slot_bytes
-        self._maps()[0][off:off + self.slot_bytes] = img.transpose(
-            2, 0, 1).tobytes()
+        self._maps()[0][off:off + self.slot_bytes] = data
 
     def _write_record(self, slot: int, record: bytes) -> None:
         self._maps()[1][slot * RECORD_SIZE:(slot + 1) * RECORD_SIZE] = record
@@ -470,50 +324,3 @@ class ImageCache:
             st = os.stat(osp.join(self.dir, name))
             total += getattr(st, 'st_blocks', 0) * 512 or st.st_size
         return total
-
-
-def fill_with_progress(cache: ImageCache,
-                       slots: Sequence[int],
-                       workers: Optional[int] = None) -> dict:
-    """:meth:`ImageCache.fill` with a log line before and after and a
-    progress bar (on rank 0) while it decodes."""
-    from mmengine.dist import get_rank
-    from mmengine.logging import print_log
-    from mmengine.utils import ProgressBar
-
-    slots = sorted(set(int(s) for s in slots))
-    todo = len(slots) - cache.count_valid(slots)
-    if todo == 0:
-        print_log(f'image cache: {len(slots)} images from {cache.dir}',
-                  logger='current')
-        return dict(computed=0, reused=len(slots), failed=[], missing=0,
-                    seconds=0.0)
-    if not cache.writable:
-        print_log(f'image cache: {cache.dir} is read-only; {todo} of its '
-                  f'{len(slots)} images are decoded on every use',
-                  logger='current', level=30)
-        return cache.fill(slots, workers)
-    workers = workers or default_workers()
-    print_log(f'image cache: decoding {todo} of {len(slots)} images into '
-              f'{cache.dir} ({workers} worker{"s" * (workers > 1)})',
-              logger='current')
-    bar = ProgressBar(todo, file=sys.stdout) if get_rank() == 0 else None
-    shown = [0]
-
-    def on_progress(n):
-        n = min(n, todo - shown[0])  # slots filled by others count too
-        shown[0] += n
-        if bar is not None and n:
-            bar.update(n)
-
-    report = cache.fill(slots, workers, on_progress)
-    if bar is not None:
-        bar.file.write('\n')
-        bar.file.flush()
-    rate = report['computed'] / max(report['seconds'], 1e-9)
-    print_log(
-        f'image cache: {report["computed"]} images decoded in '
-        f'{report["seconds"]:.1f} s ({rate:.0f} images/s), '
-        f'{report["reused"]} already cached; {cache.dir} now holds '
-        f'{cache.disk_usage() / 2**20:.0f} MiB', logger='current')
-    return report
