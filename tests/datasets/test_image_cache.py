@@ -241,11 +241,11 @@ def run_fill_script(root, cache_dir, delay, workers=1, extra=''):
         import json, sys, time
         import lmclip_mm
         from lmclip_mm.datasets.transforms import LoadResizedImage
-        decode = LoadResizedImage.decode
+        decode = LoadResizedImage.decode_chw
         def slow(self, data):
             time.sleep({delay})
             return decode(self, data)
-        LoadResizedImage.decode = slow
+        LoadResizedImage.decode_chw = slow
     ''')
     tail = textwrap.dedent(f'''
         from mmengine.registry import init_default_scope

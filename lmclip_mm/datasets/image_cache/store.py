@@ -78,7 +78,7 @@ class ImageCache:
             paths are taken).
         loader: the transform whose output is cached: it has
             ``cache_key() -> dict``, ``scale`` (width, height) and
-            ``decode(bytes) -> (img, (ori_h, ori_w))``.
+            ``decode_chw(bytes) -> (channel-first pixels, (ori_h, ori_w))``.
         root (str, optional): the cache root (see :func:`default_cache_root`).
         label (str): a readable prefix of the store's folder name.
 
@@ -287,18 +287,17 @@ class ImageCache:
                 with open(self.paths[s], 'rb') as f:
                     before = file_key(os.fstat(f.fileno()))
                     data = f.read()
-                img, ori_shape = self.loader.decode(data)
+                data, ori_shape = self.loader.decode_chw(data)
                 if file_key(os.stat(self.paths[s])) != before:
                     continue  # changed while read: leave it to a later fill
             except Exception as e:  # noqa: BLE001  reported by the caller
                 failed.append((s, e))
                 continue
-            if img.shape != self.shape or img.dtype != np.uint8:
+            if len(data) != self.slot_bytes:
                 failed.append((s, ValueError(
-                    f'the transform gave {img.dtype} {img.shape}, the '
-                    f'cache holds uint8 {self.shape}')))
+                    f'the transform gave {len(data)} bytes, a slot of '
+                    f'{self.shape} holds {self.slot_bytes}')))
                 continue
-            data = img.transpose(2, 0, 1).tobytes()  # channel-first
             self._write_pixels(s, data)  # 2.
             self._write_record(s, pack_record(ori_shape, before,
                                               zlib.crc32(data)))  # 3.

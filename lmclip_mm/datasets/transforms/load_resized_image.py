@@ -118,6 +118,20 @@ class LoadResizedImage(BaseTransform):
             ori_shape = (img.height, img.width)
             return self._resize(img), ori_shape
 
+    def decode_chw(self, data: bytes) -> Tuple[bytes, Tuple[int, int]]:
+        """``(pixels, (ori_h, ori_w))``: what :meth:`decode` gives, as the
+        bytes of the channel-first (3, H, W) array (the image cache's
+        layout), taken band by band from pillow without a transposing
+        copy."""
+        with Image.open(io.BytesIO(data)) as img:
+            img = to_rgb(img)
+            ori_shape = (img.height, img.width)
+            bands = img.resize(self.scale,
+                               PIL_FILTERS[self.interpolation]).split()
+        if self.channel_order == 'bgr':
+            bands = bands[::-1]
+        return b''.join(band.tobytes() for band in bands), ori_shape
+
     def _resize(self, img: Image.Image) -> np.ndarray:
         out = np.asarray(
             img.resize(self.scale, PIL_FILTERS[self.interpolation]))

@@ -88,3 +88,17 @@ def test_missing_file_names_it(tmp_path):
     path = str(tmp_path / 'nope.jpg')
     with pytest.raises(FileNotFoundError, match='nope.jpg'):
         LoadResizedImage(224)(dict(img_path=path))
+
+
+@pytest.mark.parametrize('channel_order', ['bgr', 'rgb'])
+def test_channel_first_bytes_equal_the_array(real_photos, channel_order):
+    """decode_chw (what the image cache stores) is the transform's output
+    laid out channel-first."""
+    t = LoadResizedImage((96, 64), channel_order=channel_order)
+    for name in PHOTOS:
+        with open(real_photos[name], 'rb') as f:
+            data = f.read()
+        img, ori = t.decode(data)
+        chw, ori_chw = t.decode_chw(data)
+        assert ori == ori_chw
+        assert chw == np.ascontiguousarray(img.transpose(2, 0, 1)).tobytes()
