@@ -133,11 +133,10 @@ class LoadResizedImage(BaseTransform):
         return b''.join(band.tobytes() for band in bands), ori_shape
 
     def _resize(self, img: Image.Image) -> np.ndarray:
-        out = np.asarray(
-            img.resize(self.scale, PIL_FILTERS[self.interpolation]))
-        if self.channel_order == 'bgr':
-            return np.ascontiguousarray(out[:, :, ::-1])
-        return out if out.flags.writeable else out.copy()
+        img = img.resize(self.scale, PIL_FILTERS[self.interpolation])
+        if self.channel_order == 'bgr':  # swapped by pillow: no strided copy
+            img = Image.merge('RGB', img.split()[::-1])
+        return np.array(img)
 
     def resize_array(self, img: np.ndarray) -> np.ndarray:
         """Resize an array as mmcv's pillow ``Resize`` does."""
