@@ -9,9 +9,8 @@ from .conftest import REPO
 sys.path.insert(0, str(REPO / 'tools'))
 
 
-def test_infer_prints_predicted_labels_from_class_thresholds(tmp_path,
-                                                             capsys):
-    import infer
+def toy_checkpoint(tmp_path, thresholds=None):
+    """A random tiny LM-CLIP with the toy classes (and class thresholds)."""
     from mmpretrain.registry import MODELS
 
     import lmclip_mm  # noqa: F401
@@ -20,14 +19,25 @@ def test_infer_prints_predicted_labels_from_class_thresholds(tmp_path,
     model = MODELS.build(dict(type='LMCLIPClassifier',
                               clip=dict(model_name='lmclip-tiny-rn')))
     model.set_classes(CLASSES)
-    # thresholds: class 3 always, class 7 never, the rest never
-    thr = torch.ones(len(CLASSES))
-    thr[3] = 0.0
-    model.set_class_thresholds(thr)
+    if thresholds is not None:
+        model.set_class_thresholds(thresholds)
     ckpt = tmp_path / 'toy.pth'
     torch.save(dict(state_dict=model.state_dict(),
                     meta=dict(dataset_meta=dict(classes=list(CLASSES)))),
                ckpt)
+    return ckpt
+
+
+def test_infer_prints_predicted_labels_from_class_thresholds(tmp_path,
+                                                             capsys):
+    import infer
+
+    from lmclip_mm.datasets.toy_mlt import CLASSES
+
+    # thresholds: class 3 always, class 7 never, the rest never
+    thr = torch.ones(len(CLASSES))
+    thr[3] = 0.0
+    ckpt = toy_checkpoint(tmp_path, thr)
     images = sorted((REPO / 'data' / 'toy_mlt' / 'images' / 'test')
                     .glob('*.jpg'))[:2]
     if not images:  # written on first use
@@ -50,18 +60,7 @@ def test_toy_model_takes_photos_of_any_size(tmp_path, capsys, real_photos):
     """The toy config's test pipeline resizes (LoadResizedImage): ordinary
     photos of different sizes, in one batch, are classified."""
     import infer
-    from mmpretrain.registry import MODELS
-
-    import lmclip_mm  # noqa: F401
-    from lmclip_mm.datasets.toy_mlt import CLASSES
-    torch.manual_seed(0)
-    model = MODELS.build(dict(type='LMCLIPClassifier',
-                              clip=dict(model_name='lmclip-tiny-rn')))
-    model.set_classes(CLASSES)
-    ckpt = tmp_path / 'toy.pth'
-    torch.save(dict(state_dict=model.state_dict(),
-                    meta=dict(dataset_meta=dict(classes=list(CLASSES)))),
-               ckpt)
+    ckpt = toy_checkpoint(tmp_path)
     images = [real_photos['china'], real_photos['small'],
               real_photos['rgba']]  # 640x427, 150x100, PNG with alpha
     infer.main(['configs/lmclip_toy_mlt_tiny.py', str(ckpt), *images,

@@ -495,13 +495,13 @@ def test_optuna_study_prunes_fails_and_resumes(tmp_path):
     assert list(tdir.glob('2*/vis_data/config.py'))  # mmengine's dump
     # the trials share one image cache: the first trial decoded the toy
     # images into it, every later trial (the retried one too) read them
-    logs = sorted((work.glob('trial_*/tune_trial.log')),
-                  key=lambda p: int(p.parent.name.split('_')[1]))
-    assert len(logs) >= 7
-    for log in logs[1:]:
-        text = log.read_text()
-        assert 'image cache:' in text and 'images from' in text, log
-        assert 'image cache: decoding' not in text, log
+    # (the trial killed with its tuner may have logged nothing yet)
+    later = [t for t in trials[1:] if 'interrupted' not in t.user_attrs]
+    assert len(later) >= 5
+    for t in later:
+        text = (work / f'trial_{t.number}' / 'tune_trial.log').read_text()
+        assert 'image cache:' in text and 'images from' in text, t.number
+        assert 'image cache: decoding' not in text, t.number
     trial_cfg = Config.fromfile(str(tdir / 'trial_config.py'))
     assert trial_cfg.val_dataloader.dataset.split == 'val'
     assert trial_cfg.train_dataloader.dataset.holdout_val is True
