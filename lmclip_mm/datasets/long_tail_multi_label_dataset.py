@@ -11,9 +11,9 @@ from mmpretrain.datasets import MultiLabelDataset
 from mmpretrain.registry import DATASETS
 
 from .image_cache.dataset import attach_image_cache, prepare_cached
-from .mlt_format import (DatasetFileNotFoundError, DatasetFormatError,
-                         bad_images_error, class_groups, count_classes,
-                         find_bad_images, parse_captions_file,
+from .mlt_format import (MAX_LISTED_BAD_IMAGES, DatasetFileNotFoundError,
+                         DatasetFormatError, bad_images_error, class_groups,
+                         count_classes, find_bad_images, parse_captions_file,
                          parse_labels_file, parse_split_file)
 from .val_split import check_val_args, stratified_val_indices
 
@@ -21,9 +21,6 @@ from .val_split import check_val_args, stratified_val_indices
 #: the sampler and the metrics).
 COMPUTED_METAINFO_KEYS = ('classes', 'class_counts', 'num_train_images',
                           'head_classes', 'middle_classes', 'tail_classes')
-
-#: how many bad image paths one error message lists.
-MAX_LISTED_BAD_IMAGES = 20
 
 
 @DATASETS.register_module()

@@ -27,6 +27,9 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 _INT = re.compile(r'[+-]?[0-9]+')
 
+#: how many bad images one error message lists
+MAX_LISTED_BAD_IMAGES = 20
+
 
 class DatasetFormatError(ValueError):
     """A dataset file is malformed or inconsistent."""

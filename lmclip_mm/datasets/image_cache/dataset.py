@@ -8,13 +8,10 @@ from typing import Optional, Sequence
 import numpy as np
 from mmengine.logging import print_log
 
-from ..mlt_format import DatasetFormatError
+from ..mlt_format import MAX_LISTED_BAD_IMAGES, DatasetFormatError
 from ..transforms import LoadResizedImage
 from .filling import fill_with_progress
 from .store import ENV_DIR, CacheUnavailable, ImageCache
-
-#: how many images a fill error lists
-MAX_LISTED = 20
 
 
 def attach_image_cache(dataset, list_paths: Sequence[str],
@@ -73,7 +70,7 @@ def attach_image_cache(dataset, list_paths: Sequence[str],
         listed = '; '.join(
             f'line {line_of.get(store.paths[s])}: {store.paths[s]}: '
             f'{type(e).__name__}: {e}'
-            for s, e in report['failed'][:MAX_LISTED])
+            for s, e in report['failed'][:MAX_LISTED_BAD_IMAGES])
         raise DatasetFormatError(
             f'{dataset.ann_file}: cannot load {len(report["failed"])} of '
             f'the {len(dataset)} images of the {dataset.split} split '

@@ -4,8 +4,8 @@
 import os
 import sys
 import time
-from concurrent.futures import (Future, ProcessPoolExecutor,
-                                ThreadPoolExecutor, as_completed)
+from concurrent.futures import (ProcessPoolExecutor, ThreadPoolExecutor,
+                                as_completed)
 from typing import Callable, Dict, List, Optional, Sequence
 
 from .store import CHUNK, ImageCache
@@ -46,29 +46,9 @@ def _fill_chunk_in_process(chunk: int, slots: List[int], wait: bool):
     return _WORKER_CACHE._fill_chunk(chunk, slots, wait)
 
 
-class _Inline:
-    """An executor that runs each call at once, in this thread."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def submit(self, fn, *args):
-        fut = Future()
-        try:
-            fut.set_result(fn(*args))
-        except BaseException as e:  # noqa: BLE001  re-raised by result()
-            fut.set_exception(e)
-        return fut
-
-
 def _pool(cache: ImageCache, workers: int):
     """``(executor, fill_chunk)`` for ``workers`` workers."""
-    if workers == 1:
-        return _Inline(), cache._fill_chunk
-    if USE_PROCESSES:
+    if USE_PROCESSES and workers > 1:
         import multiprocessing
         return ProcessPoolExecutor(
             workers, mp_context=multiprocessing.get_context('fork'),
@@ -84,8 +64,8 @@ def fill(cache: ImageCache,
     """Decode every slot of ``slots`` (default: all) that has no valid
     record, with ``workers`` workers (default :func:`default_workers`):
     forked processes on Linux (:data:`USE_PROCESSES`: pillow's
-    Python-level work holds the GIL), threads elsewhere; one worker
-    decodes in this thread.
+    Python-level work holds the GIL), threads elsewhere and for one
+    worker.
 
     Processes that fill the same store at once (ranks, workers of a
     tuning study) take chunks of :data:`CHUNK` slots under a lock each;

@@ -113,16 +113,20 @@ class LoadResizedImage(BaseTransform):
 
     def decode(self, data: bytes) -> Tuple[np.ndarray, Tuple[int, int]]:
         """``(img, (ori_h, ori_w))`` of an encoded image."""
-        with Image.open(io.BytesIO(data)) as img:
-            img = to_rgb(img)
-            ori_shape = (img.height, img.width)
-            return self._resize(img), ori_shape
+        bands, ori_shape = self._decode_bands(data)
+        return np.array(Image.merge('RGB', bands)), ori_shape
 
     def decode_chw(self, data: bytes) -> Tuple[bytes, Tuple[int, int]]:
         """``(pixels, (ori_h, ori_w))``: what :meth:`decode` gives, as the
         bytes of the channel-first (3, H, W) array (the image cache's
         layout), taken band by band from pillow without a transposing
         copy."""
+        bands, ori_shape = self._decode_bands(data)
+        return b''.join(band.tobytes() for band in bands), ori_shape
+
+    def _decode_bands(self, data: bytes):
+        """The resized image's bands in ``channel_order`` (swapped by
+        pillow: no strided numpy copy) and the original ``(h, w)``."""
         with Image.open(io.BytesIO(data)) as img:
             img = to_rgb(img)
             ori_shape = (img.height, img.width)
@@ -130,13 +134,7 @@ class LoadResizedImage(BaseTransform):
                                PIL_FILTERS[self.interpolation]).split()
         if self.channel_order == 'bgr':
             bands = bands[::-1]
-        return b''.join(band.tobytes() for band in bands), ori_shape
-
-    def _resize(self, img: Image.Image) -> np.ndarray:
-        img = img.resize(self.scale, PIL_FILTERS[self.interpolation])
-        if self.channel_order == 'bgr':  # swapped by pillow: no strided copy
-            img = Image.merge('RGB', img.split()[::-1])
-        return np.array(img)
+        return bands, ori_shape
 
     def resize_array(self, img: np.ndarray) -> np.ndarray:
         """Resize an array as mmcv's pillow ``Resize`` does."""
