@@ -1,15 +1,20 @@
-# The honest protocol on the CPU quickstart (see lmclip_voc_mlt_vitb16_honest.py):
-# train on the toy train list minus a stratified 10 % val split, keep the
-# best epoch on val, test it once on the test split after training.
+# The honest protocol on the CPU quickstart (see
+# lmclip_voc_mlt_vitb16_honest.py): train on the toy train list minus a
+# stratified 10 % val split, keep the best epoch on val, test it once on the
+# test split after training.
 #
 #   python tools/train.py configs/lmclip_toy_mlt_tiny_honest.py
 _base_ = ['./lmclip_toy_mlt_tiny.py']
 
+# dataset settings
 val_split = dict(val_fraction=0.1, val_seed=0)
 train_dataloader = dict(dataset=dict(holdout_val=True, **val_split))
 val_dataloader = dict(dataset=dict(split='val', **val_split))
-# A class without a val image (a tail class of 4 train images keeps 0 of
-# them at 10 %) has no AP on val: leave it out of the val means. The test
+# A class without a val image (a tail class of 4 train images keeps none at
+# 10 %) has no AP on val: it is left out of the val means. The test
 # evaluator keeps the paper's rule.
 val_evaluator = dict(no_positive='exclude')
-default_hooks = dict(test_best=dict(type='TestBestCheckpointHook'))
+
+# runtime settings: test the best checkpoint on the test split once,
+# after training
+default_hooks = dict(test_best=dict(type='BestCheckpointTestHook'))

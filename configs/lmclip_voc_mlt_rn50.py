@@ -7,9 +7,15 @@ _base_ = [
 ]
 
 power = 0.7  # s: sampler and loss class-weight power
+
+# model settings
 model = dict(
     loss=dict(gamma_neg=12.0, gamma_pos=0.0, clip=0.05, label_smoothing=0.01,
               loss_weight=0.2),
     class_weight_power=power)
+
+# dataset settings
 train_dataloader = dict(sampler=dict(power=power))
+
+# schedule settings
 optim_wrapper = dict(optimizer=dict(lr=2e-6))

@@ -1,7 +1,8 @@
 """The configs as mmpretrain model names (model-index.yml, registered on
-import): list_models, get_model and inference_model with a user's
-checkpoint."""
+import; a model's name is its config's file name): list_models, get_model
+and inference_model with a user's checkpoint."""
 import os
+from pathlib import Path
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
@@ -12,9 +13,14 @@ from PIL import Image  # noqa: E402
 
 import lmclip_mm  # noqa: E402,F401
 
-NAMES = ['lmclip_rn50_coco-mlt', 'lmclip_rn50_voc-mlt',
-         'lmclip_tiny-rn_toy-mlt', 'lmclip_vit-b16_coco-mlt',
-         'lmclip_vit-b16_voc-mlt']
+REPO = Path(__file__).resolve().parents[1]
+#: the paper, toy and honest configs (configs/lmclip_*.py)
+CONFIGS = sorted(p.stem for p in (REPO / 'configs').glob('lmclip_*.py'))
+NAMES = [f'lmclip_{data}_mlt_{arch}{protocol}'
+         for data, arch in (('coco', 'rn50'), ('coco', 'vitb16'),
+                            ('toy', 'tiny'), ('voc', 'rn50'),
+                            ('voc', 'vitb16'))
+         for protocol in ('', '_honest')]
 
 
 def test_list_models_and_configs():
@@ -26,11 +32,35 @@ def test_list_models_and_configs():
         assert meta.config.model.type == 'LMCLIPClassifier'
         assert meta.results[0].task == 'Image Classification'
         assert meta.weights is None  # no published weights
-    assert ModelHub.get('lmclip_vit-b16_voc-mlt').config.model.clip \
+    assert ModelHub.get('lmclip_voc_mlt_vitb16').config.model.clip \
         .model_name == 'ViT-B-16'
     # registering twice is a no-op (no name conflict error)
     from lmclip_mm.apis import register_lmclip_models
     assert register_lmclip_models() == []
+
+
+def test_model_names_are_config_file_names():
+    """As in MMPretrain: every lmclip* model is named after its config's
+    file (without .py), which exists, and every top-level config is a
+    model."""
+    import mmpretrain
+    from mmpretrain.apis.model import ModelHub
+    from modelindex.load_model_index import load
+
+    from lmclip_mm.apis import LMCLIP_MODEL_INDEX
+    names = mmpretrain.list_models('lmclip*')
+    assert names == CONFIGS == NAMES
+    for name in names:
+        config = ModelHub._models_dict[name].config  # a Config once got
+        config = Path(getattr(config, 'filename', config))
+        assert config.is_file(), name
+        assert config.suffix == '.py' and config.stem == name
+        assert config.parent == REPO / 'configs'
+    # the index file itself, relative to the repository
+    index = load(LMCLIP_MODEL_INDEX)
+    index.build_models_with_collections()
+    for meta in index.models:
+        assert meta.config == f'configs/{meta.name}.py', meta.name
 
 
 def test_get_model_and_inference_model_with_a_user_checkpoint(tmp_path):
@@ -45,7 +75,7 @@ def test_get_model_and_inference_model_with_a_user_checkpoint(tmp_path):
     torch.save(dict(state_dict=model.state_dict(),
                     meta=dict(dataset_meta=dict(classes=list(CLASSES)))),
                ckpt)
-    loaded = mmpretrain.get_model('lmclip_tiny-rn_toy-mlt',
+    loaded = mmpretrain.get_model('lmclip_toy_mlt_tiny',
                                   pretrained=str(ckpt))
     assert loaded.classes == tuple(CLASSES)
     for k, v in model.state_dict().items():
@@ -54,7 +84,7 @@ def test_get_model_and_inference_model_with_a_user_checkpoint(tmp_path):
     img = tmp_path / 'x.jpg'
     Image.fromarray(np.random.default_rng(0).integers(
         0, 255, (64, 64, 3), dtype=np.uint8)).save(img)
-    result = mmpretrain.inference_model('lmclip_tiny-rn_toy-mlt', str(img),
+    result = mmpretrain.inference_model('lmclip_toy_mlt_tiny', str(img),
                                         pretrained=str(ckpt))
     assert result['pred_class'] in CLASSES
     assert result['pred_scores'].shape == (len(CLASSES), )

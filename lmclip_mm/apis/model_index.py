@@ -1,5 +1,6 @@
 # Copyright (c) lmclip_mm authors.
-"""Register the LM-CLIP configs as mmpretrain model names."""
+"""Register the LM-CLIP configs as mmpretrain model names (a model's name
+is its config's file name without ``.py``, as in MMPretrain)."""
 import os.path as osp
 from typing import List, Optional
 

@@ -32,7 +32,7 @@ def test_honest_twin_changes_only_the_protocol(paper, honest):
             assert h[key]['dataset'].pop(k) == v
     assert h['val_evaluator'].pop('no_positive') == 'exclude'
     assert h['default_hooks'].pop('test_best') == dict(
-        type='TestBestCheckpointHook')
+        type='BestCheckpointTestHook')
     assert h['test_dataloader']['dataset']['split'] == 'test'
     # nothing else differs (model, loss, schedule, pipelines, test split)
     assert h == p

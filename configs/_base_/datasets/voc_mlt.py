@@ -4,19 +4,15 @@
 dataset_type = 'VOCMLT'
 data_root = 'data/voc_mlt/'
 
-# Exactly the paper's code: PIL.Image.open(path).convert('RGB') (pillow
-# decoder, EXIF orientation IGNORED), torchvision Resize((224, 224)) on the
-# PIL image (PIL bilinear WITH antialiasing, no crop, aspect not kept),
-# RandomHorizontalFlip (train only), ToTensor + ImageNet Normalize (the
-# model's data preprocessor). Equal to torchvision to float rounding
+# The paper's preprocessing: PIL decode (EXIF orientation ignored),
+# torchvision's Resize((224, 224)) on the PIL image (bilinear, antialiased,
+# no crop), RandomHorizontalFlip (train only), ToTensor + ImageNet Normalize
+# (the model's data preprocessor); equal to torchvision to float rounding
 # (tests/configs/test_paper_preprocessing.py). LoadResizedImage decodes and
 # resizes in one step; keep it first (tools address pipeline.0.scale).
-#
-# cache=True: the output of LoadResizedImage (uint8, 224x224) is kept in an
-# exact on-disk image cache, filled when the dataset is built and shared by
-# the loader workers, the ranks and later runs (~150 KB per image; set
-# LMCLIP_CACHE_DIR or cache_dir= to move it, cache=False to decode every
-# time; see README "Image cache").
+# cache=True keeps its output (uint8, 224x224, ~150 KB an image) in an exact
+# on-disk cache shared by the workers, the ranks and later runs
+# (LMCLIP_CACHE_DIR or cache_dir= moves it; README "Image cache").
 train_pipeline = [
     dict(type='LoadResizedImage', scale=(224, 224)),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),

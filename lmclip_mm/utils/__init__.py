@@ -1,1 +1,0 @@
-# Copyright (c) lmclip_mm authors.
