@@ -1,7 +1,7 @@
 # Copyright (c) lmclip_mm authors.
 """Datasets and samplers; importing this package registers them in
 mmpretrain's ``DATASETS`` / ``DATA_SAMPLERS``."""
-from .class_weights import class_rarity, class_weights, sample_weights
+from .class_stats import class_rarity, class_weights, sample_weights
 from .coco_mlt import COCOMLT
 from .long_tail_multi_label_dataset import LongTailMultiLabelDataset
 from .mlt_format import DatasetFileNotFoundError, DatasetFormatError

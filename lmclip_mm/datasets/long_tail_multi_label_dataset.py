@@ -3,6 +3,7 @@
 See :mod:`lmclip_mm.datasets.mlt_format` for the file format.
 """
 import os.path as osp
+import warnings
 from typing import List, Optional, Sequence, Union
 
 from mmengine.fileio import join_path
@@ -10,11 +11,12 @@ from mmengine.utils import is_abs
 from mmpretrain.datasets import MultiLabelDataset
 from mmpretrain.registry import DATASETS
 
+from .class_stats import long_tail_stats
 from .image_cache.dataset import attach_image_cache, prepare_cached
-from .mlt_format import (MAX_LISTED_BAD_IMAGES, DatasetFileNotFoundError,
-                         DatasetFormatError, bad_images_error, class_groups,
-                         count_classes, find_bad_images, parse_captions_file,
-                         parse_labels_file, parse_split_file)
+from .mlt_format import (MAX_LISTED_BAD_IMAGES, DatasetFormatError,
+                         bad_images_error, find_bad_images,
+                         parse_captions_file, parse_labels_file,
+                         parse_split_file)
 from .val_split import check_val_args, stratified_val_indices
 
 #: metainfo keys computed from the list files (the contract with the model,
@@ -62,22 +64,39 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
     the train list (its lines' labels, in their order), ``val_fraction`` and
     ``val_seed``: every process and every run draws the same split.
 
-    The class groups and counts always come from the FULL train list (the
-    test and val splits, and a held-out train split, read the whole train
-    file for them), so the head/middle/tail groups and the loss class
-    weights are the benchmark's, whichever protocol is used: holding out
-    val must not move a class across the 20 / 100 thresholds (VOC-MLT's
-    motorbike, 20 train images, would become a tail class with 18), and
-    stratification keeps each class's share, so ``N / n_c`` barely changes.
+    The statistics (:mod:`lmclip_mm.datasets.class_stats`, for every
+    split) follow the protocol:
+
+    * ``class_counts`` / ``num_train_images`` count the images TRAINED ON:
+      the full train list, or with the val split held out (``split='val'``
+      and ``split='train', holdout_val=True``, same ``val_fraction`` /
+      ``val_seed``) the train list without the val images. They give the
+      loss class weights (handed to the model by
+      :class:`~lmclip_mm.engine.hooks.DatasetMetaHook`), and
+      :class:`~lmclip_mm.datasets.ClassAwareRepeatSampler` counts the same
+      images (the train split it draws from), so loss and sampler agree in
+      both protocols. ``split='test'`` does not know the protocol: it gives
+      the full train list's (the hook keeps the train split's counts for
+      the model before validation and test).
+    * the head/middle/tail groups always come from the FULL train list:
+      they are the benchmark's definition of the reported groups, and
+      holding out val must not move a class across the 20 / 100 thresholds
+      (VOC-MLT's motorbike, 20 train images, would become a tail class with
+      18).
+
     ``metainfo`` holds:
 
     * ``classes``: tuple of class names ordered by id;
-    * ``class_counts``: list of ``n_c``, the number of train images with
-      class ``c``;
-    * ``num_train_images``: ``N``, the number of train images;
+    * ``class_counts``: list of ``n_c``, the number of images trained on
+      with class ``c``;
+    * ``num_train_images``: ``N``, the number of images trained on;
     * ``head_classes`` / ``middle_classes`` / ``tail_classes``: sorted class
       indices with ``n_c >= head_threshold`` /
-      ``tail_threshold <= n_c < head_threshold`` / ``n_c < tail_threshold``.
+      ``tail_threshold <= n_c < head_threshold`` / ``n_c < tail_threshold``,
+      ``n_c`` counted over the full train list.
+
+    The full train list's counts are also the attributes
+    ``train_list_counts`` and ``num_train_list_images``.
 
     Each data info holds ``img_path`` (joined path), ``gt_label`` (list of
     int, in the order of the line; empty for an unlabeled test line) and
@@ -240,16 +259,11 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
         if not train:
             raise DatasetFormatError(
                 f'{self.train_file}: the train split lists no image')
-        counts = count_classes(train, len(classes))
-        empty = [f'{i} ({classes[i]!r})' for i, n in enumerate(counts)
-                 if n == 0]
-        if empty:
-            raise DatasetFormatError(
-                f'{self.train_file}: no train image has class '
-                f'{", ".join(empty)} (defined in {self.labels_file}); the '
-                'class rarity N / n_c is undefined for such a class')
-        head, middle, tail = class_groups(counts, self.head_threshold,
-                                          self.tail_threshold)
+        labels = [r.labels for r in train]
+        stats = long_tail_stats(labels, len(classes), None,
+                                self.head_threshold, self.tail_threshold)
+        self._check_no_empty_class(classes, stats.train_list_counts,
+                                   'no train image has class')
         # Keep the parsed train split for load_data_list.
         self._train_records = train
         self.val_indices = None
@@ -257,15 +271,35 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
                                    and self.holdout_val):
             # positions in the train list of the val images
             self.val_indices = stratified_val_indices(
-                [r.labels for r in train], len(classes), self.val_fraction,
+                labels, len(classes), self.val_fraction,
                 self.val_seed).tolist()
-        return dict(
-            classes=classes,
-            class_counts=counts,
-            num_train_images=len(train),
-            head_classes=head,
-            middle_classes=middle,
-            tail_classes=tail)
+            # the images trained on: the train list without the val images
+            stats = long_tail_stats(labels, len(classes), self.val_indices,
+                                    self.head_threshold, self.tail_threshold)
+            self._warn_empty_trained_class(classes, stats.class_counts)
+        self.train_list_counts = stats.train_list_counts
+        self.num_train_list_images = stats.num_train_list_images
+        return dict(classes=classes, **stats.metainfo())
+
+    def _check_no_empty_class(self, classes, counts, what) -> None:
+        empty = [f'{i} ({classes[i]!r})' for i, n in enumerate(counts)
+                 if n == 0]
+        if empty:
+            raise DatasetFormatError(
+                f'{self.train_file}: {what} {", ".join(empty)} (defined in '
+                f'{self.labels_file}); the class rarity N / n_c is undefined '
+                'for such a class')
+
+    def _warn_empty_trained_class(self, classes, counts) -> None:
+        empty = [f'{i} ({classes[i]!r})' for i, n in enumerate(counts)
+                 if n == 0]
+        if empty:
+            warnings.warn(
+                f'{self.train_file}: the val split (val_fraction='
+                f'{self.val_fraction}, val_seed={self.val_seed}) holds every '
+                f'train image of class {", ".join(empty)}: no image trained '
+                'on has it (class_counts 0), so its loss class weight '
+                '(rarity N / n_c) is undefined; use a smaller val_fraction')
 
     def load_data_list(self) -> List[dict]:
         classes = self._metainfo['classes']
@@ -370,7 +404,7 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
             body.append(f'Val split: \tval_fraction={self.val_fraction}, '
                         f'val_seed={self.val_seed}, '
                         f'{len(self.val_indices)} val images held out of the '
-                        f'{self._metainfo["num_train_images"]} train images')
+                        f'{self.num_train_list_images} train images')
         body.append('Head/middle/tail classes: \t'
                     f'{len(meta["head_classes"])}/'
                     f'{len(meta["middle_classes"])}/'

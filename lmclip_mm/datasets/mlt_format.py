@@ -213,40 +213,6 @@ def parse_captions_file(file: str) -> Dict[str, Tuple[int, str]]:
     return captions
 
 
-def count_classes(records: Sequence[ImageRecord],
-                  num_classes: int) -> List[int]:
-    """Number of images that contain each class (``n_c``)."""
-    counts = [0] * num_classes
-    for record in records:
-        for class_id in record.labels:
-            counts[class_id] += 1
-    return counts
-
-
-def class_groups(class_counts: Sequence[int],
-                 head_threshold: int = 100,
-                 tail_threshold: int = 20
-                 ) -> Tuple[List[int], List[int], List[int]]:
-    """Split classes by train image count ``n_c``.
-
-    head: ``n_c >= head_threshold``; middle: ``tail_threshold <= n_c <
-    head_threshold``; tail: ``n_c < tail_threshold``. Sorted class indices.
-    """
-    if not 0 < tail_threshold <= head_threshold:
-        raise ValueError('need 0 < tail_threshold <= head_threshold, got '
-                         f'tail_threshold={tail_threshold}, '
-                         f'head_threshold={head_threshold}')
-    head, middle, tail = [], [], []
-    for class_id, n in enumerate(class_counts):
-        if n >= head_threshold:
-            head.append(class_id)
-        elif n >= tail_threshold:
-            middle.append(class_id)
-        else:
-            tail.append(class_id)
-    return head, middle, tail
-
-
 #: Leading bytes of the image formats mmcv decodes, and for the formats that
 #: have one, a marker that must be in the file's last bytes (a file cut
 #: short by an interrupted download lacks it).
@@ -283,8 +249,8 @@ def check_image_bytes(path: str, size: int) -> Optional[str]:
     return 'not an image (unknown file signature)'
 
 
-def find_bad_images(paths: Sequence[Tuple[int, str]]) -> List[Tuple[int, str,
-                                                                      str]]:
+def find_bad_images(
+        paths: Sequence[Tuple[int, str]]) -> List[Tuple[int, str, str]]:
     """``(line_no, path, why)`` for each path that is not a readable image.
 
     A path is bad if it does not exist, is not a regular file, cannot be

@@ -3,7 +3,6 @@ import pytest
 
 from lmclip_mm.datasets.mlt_format import (DatasetFileNotFoundError,
                                            DatasetFormatError, ImageRecord,
-                                           class_groups, count_classes,
                                            find_bad_images,
                                            parse_captions_file,
                                            parse_labels_file,
@@ -142,19 +141,6 @@ def test_captions_malformed(tmp_path, text, line_no, problem):
 
 
 # ----------------------------------------------------------------- helpers
-def test_count_classes_and_groups():
-    records = [ImageRecord(1, 'a', (0, 1)), ImageRecord(2, 'b', (0, )),
-               ImageRecord(3, 'c', ())]
-    assert count_classes(records, 3) == [2, 1, 0]
-    # boundaries: n >= head -> head; tail <= n < head -> middle; n < tail
-    counts = [100, 99, 20, 19, 0, 250]
-    assert class_groups(counts) == ([0, 5], [1, 2], [3, 4])
-    assert class_groups(counts, head_threshold=20, tail_threshold=1) == (
-        [0, 1, 2, 5], [3], [4])
-    with pytest.raises(ValueError, match='tail_threshold'):
-        class_groups(counts, head_threshold=10, tail_threshold=20)
-
-
 def test_find_bad_images(tmp_path):
     import io
 

@@ -72,14 +72,29 @@ def test_val_and_heldout_train_partition_the_train_list(lt_set):
     assert val.test_mode and not train.test_mode and not full.test_mode
 
 
-def test_metainfo_comes_from_the_full_train_list(lt_set):
+def test_metainfo_groups_from_the_full_list_counts_from_trained(lt_set):
     full = LongTailMultiLabelDataset(**lt_set, split='train')
-    for ds in (LongTailMultiLabelDataset(**lt_set, split='val'),
-               LongTailMultiLabelDataset(**lt_set, split='train',
-                                         holdout_val=True),
-               LongTailMultiLabelDataset(**lt_set, split='test')):
-        assert ds.metainfo == full.metainfo
     assert full.metainfo['num_train_images'] == 300
+    val = LongTailMultiLabelDataset(**lt_set, split='val')
+    held_out = LongTailMultiLabelDataset(**lt_set, split='train',
+                                         holdout_val=True)
+    test = LongTailMultiLabelDataset(**lt_set, split='test')
+    assert test.metainfo == full.metainfo
+    # the held-out train and the val split: counts of the images trained
+    # on (the held-out train's), groups and classes of the full list
+    trained = np.zeros(12, int)
+    for labels in _labels(held_out):
+        trained[list(labels)] += 1
+    for ds in (val, held_out):
+        meta = dict(ds.metainfo)
+        assert meta.pop('class_counts') == trained.tolist()
+        assert meta.pop('num_train_images') == len(held_out) == 300 - len(
+            val)
+        expected = dict(full.metainfo)
+        del expected['class_counts'], expected['num_train_images']
+        assert meta == expected
+        assert ds.train_list_counts == full.metainfo['class_counts']
+        assert ds.num_train_list_images == 300
 
 
 def test_default_train_is_the_full_list_and_needs_no_draw(lt_set):
@@ -176,7 +191,8 @@ def test_registry_toy_mlt_val(toy_root):
     train = DATASETS.build(dict(cfg, split='train', holdout_val=True))
     assert len(val) + len(train) == len(full) == 804
     assert set(_paths(val)).isdisjoint(_paths(train))
-    assert val.metainfo == full.metainfo
+    assert val.metainfo == train.metainfo
+    assert val.metainfo['num_train_images'] == len(train)
     # every toy class (train counts 4 .. 280) keeps its share within 1
     counts = np.zeros(20, int)
     for labels in _labels(val):
@@ -229,11 +245,8 @@ def test_stratified_indices_function():
 
 
 def _report_main():
-    import runpy
-    from pathlib import Path
-    repo = Path(__file__).resolve().parents[2]
-    return runpy.run_path(str(repo / 'tools' / 'dataset_converters' /
-                              'val_split_report.py'))['main']
+    from lmclip_tools.dataset_converters import val_split_report
+    return val_split_report.main
 
 
 def test_val_split_report_cli(toy_root, capsys):

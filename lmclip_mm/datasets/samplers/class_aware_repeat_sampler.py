@@ -7,7 +7,7 @@ from mmengine.dist import get_dist_info, sync_random_seed
 from mmpretrain.registry import DATA_SAMPLERS
 from torch.utils.data import Sampler
 
-from ..class_weights import sample_weights
+from ..class_stats import repeat_rates
 from .resumable import ResumableSamplerMixin
 
 
@@ -19,15 +19,18 @@ class ClassAwareRepeatSampler(ResumableSamplerMixin, Sampler):
     and power ``s``, the raw class weight is ``r_c = N / n_c`` and image
     ``i`` is drawn with probability proportional to
     ``(sum_{c in y_i} r_c) ** s`` (see
-    :func:`lmclip_mm.datasets.class_weights.sample_weights`). ``s = 0``
+    :func:`lmclip_mm.datasets.class_stats.repeat_rates`). ``s = 0``
     draws uniformly (with replacement); an image without any class is never
     drawn.
 
-    ``N`` and ``n_c`` are counted over the dataset given, through its
-    ``get_cat_ids(idx)`` (for a train split of
+    ``N`` and ``n_c`` are counted over the dataset given (the images it
+    draws, i.e. the images trained on), through its ``get_cat_ids(idx)``.
+    For a train split of
     :class:`~lmclip_mm.datasets.LongTailMultiLabelDataset` they equal
-    ``metainfo['num_train_images']`` / ``metainfo['class_counts']``). Classes
-    that occur in no image of the dataset play no part.
+    ``metainfo['num_train_images']`` / ``metainfo['class_counts']``, from
+    which the loss class weights are computed, in both protocols: with
+    ``holdout_val=True`` both count the train list without the val images.
+    Classes that occur in no image of the dataset play no part.
 
     Each epoch makes one global draw of ``num_samples_per_rank *
     world_size`` indices from a generator seeded with ``seed + epoch``;
@@ -101,23 +104,15 @@ class ClassAwareRepeatSampler(ResumableSamplerMixin, Sampler):
         self.num_samples = math.ceil(self.total_samples / world_size)
         self.total_size = self.num_samples * world_size
 
-        cat_ids = self._cat_ids(dataset)
-        present = sorted({c for ids in cat_ids for c in ids})
-        if not present:
-            raise ValueError('ClassAwareRepeatSampler: no image of the '
-                             'dataset has a class')
-        index = {c: i for i, c in enumerate(present)}
-        counts = [0] * len(present)
-        for ids in cat_ids:
-            for c in set(ids):
-                counts[index[c]] += 1
+        try:
+            rates = repeat_rates(self._cat_ids(dataset), self.power)
+        except ValueError as e:
+            raise ValueError(f'ClassAwareRepeatSampler: {e}') from None
+        #: the classes present in the dataset, sorted
+        self.classes: List[int] = rates.classes
         #: ``n_c`` for the classes present, in the order of ``self.classes``
-        self.classes: List[int] = present
-        self.class_counts: List[int] = counts
-        self.weights = torch.as_tensor(
-            sample_weights([[index[c] for c in set(ids)] for ids in cat_ids],
-                           counts, len(cat_ids), self.power),
-            dtype=torch.float64)
+        self.class_counts: List[int] = rates.class_counts
+        self.weights = torch.as_tensor(rates.weights, dtype=torch.float64)
 
     @staticmethod
     def _cat_ids(dataset) -> List[List[int]]:

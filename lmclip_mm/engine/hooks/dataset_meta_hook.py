@@ -7,21 +7,28 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmpretrain.registry import HOOKS
 
+from lmclip_mm.datasets import class_stats
+
+#: the metainfo keys of the loss class weights
+COUNT_KEYS = ('class_counts', 'num_train_images')
+#: the metainfo keys of the head/middle/tail groups
+GROUP_KEYS = ('head_classes', 'middle_classes', 'tail_classes')
+
 
 def count_classes(dataset) -> Optional[tuple]:
     """``(class_counts, num_images)`` of a dataset from ``get_cat_ids``
-    (images per class), or None when the dataset has no ``get_cat_ids`` or
-    no ``classes``."""
+    (images per class, :func:`lmclip_mm.datasets.class_stats.count_classes`),
+    or None when the dataset has no ``get_cat_ids`` or no ``classes``.
+
+    Raises:
+        ValueError: a class id outside the dataset's classes.
+    """
     get_cat_ids = getattr(dataset, 'get_cat_ids', None)
     classes = (getattr(dataset, 'metainfo', None) or {}).get('classes')
     if not callable(get_cat_ids) or classes is None:
         return None
-    counts = [0] * len(classes)
-    for idx in range(len(dataset)):
-        for c in set(int(i) for i in get_cat_ids(idx)):
-            if 0 <= c < len(counts):
-                counts[c] += 1
-    return counts, len(dataset)
+    labels = [get_cat_ids(idx) for idx in range(len(dataset))]
+    return class_stats.count_classes(labels, len(classes)), len(dataset)
 
 
 @HOOKS.register_module()
@@ -35,15 +42,27 @@ class DatasetMetaHook(Hook):
     data. It runs after the checkpoint loading of ``load_from``/``resume``,
     so the dataset's metainfo wins over the one saved in a checkpoint.
 
+    The loss class weights come from the TRAIN dataset's ``class_counts``
+    / ``num_train_images``: the images trained on (for
+    :class:`~lmclip_mm.datasets.LongTailMultiLabelDataset` with
+    ``holdout_val=True``, the train list without the val images), the same
+    images :class:`~lmclip_mm.datasets.ClassAwareRepeatSampler` counts its
+    rates over. Before validation and testing, when the phase's dataset has
+    the same ``classes``, the model gets those train counts instead of the
+    phase dataset's own, so the loss class weights never change after
+    training started (a test split does not know which images were held
+    out).
+
     Datasets whose metainfo has no ``class_counts`` / ``num_train_images``
     (mmpretrain's ``MultiLabelDataset``, ``VOC``, ...) get them counted
     from the train dataset with ``get_cat_ids`` before training, so that
     LM-CLIP's loss class weights need no config change; and when the
     evaluation dataset's metainfo has no ``head_classes`` /
-    ``middle_classes`` / ``tail_classes``, the groups of those train counts
-    (head ``n_c >= 100``, tail ``n_c < 20``, as the benchmarks) are given
-    to the evaluator, so that ``LongTailAveragePrecision`` reports (and
-    ``save_best`` finds) the group mAPs.
+    ``middle_classes`` / ``tail_classes``, the train dataset's groups are
+    given to the evaluator, so that ``LongTailAveragePrecision`` reports
+    (and ``save_best`` finds) the group mAPs: those of its metainfo, else
+    the groups of its train counts (head ``n_c >= 100``, tail ``n_c < 20``,
+    as the benchmarks).
 
     Use it with ``custom_hooks = [dict(type='DatasetMetaHook')]``. Models
     without ``set_dataset_meta`` are left alone (with a warning).
@@ -72,25 +91,45 @@ class DatasetMetaHook(Hook):
                 'metainfo to pass to the model')
         metainfo = dict(metainfo)
         training = loop_name == 'train_loop'
-        if training and not all(k in metainfo for k in (
-                'class_counts', 'num_train_images')):
+        if training and not all(k in metainfo for k in COUNT_KEYS):
             counts = count_classes(dataset)
             if counts is not None:
                 metainfo.setdefault('class_counts', counts[0])
                 metainfo.setdefault('num_train_images', counts[1])
-        if training and 'class_counts' in metainfo:
-            from lmclip_mm.datasets.mlt_format import class_groups
-            head, middle, tail = class_groups(metainfo['class_counts'])
-            self._train_groups = dict(
-                head_classes=list(head), middle_classes=list(middle),
-                tail_classes=list(tail))
-        elif not training:
+        if training:
+            self._remember_train_stats(metainfo)
+        else:
+            self._use_train_counts(metainfo)
             self._give_groups_to_evaluator(loop)
         if 'training' in inspect.signature(
                 model.set_dataset_meta).parameters:
             model.set_dataset_meta(metainfo, training=training)
         else:
             model.set_dataset_meta(metainfo)
+
+    def _remember_train_stats(self, metainfo: dict) -> None:
+        """Keep the train counts and groups for the evaluation phases."""
+        self._train_counts = None
+        self._train_groups = None
+        if all(k in metainfo for k in COUNT_KEYS):
+            self._train_counts = dict(
+                classes=tuple(metainfo.get('classes') or ()),
+                **{k: metainfo[k] for k in COUNT_KEYS})
+        if all(k in metainfo for k in GROUP_KEYS):
+            self._train_groups = {k: list(metainfo[k]) for k in GROUP_KEYS}
+        elif 'class_counts' in metainfo:
+            head, middle, tail = class_stats.class_groups(
+                metainfo['class_counts'])
+            self._train_groups = dict(
+                head_classes=head, middle_classes=middle, tail_classes=tail)
+
+    def _use_train_counts(self, metainfo: dict) -> None:
+        """Give the model the train counts (the loss class weights) when
+        the evaluation dataset has the same classes."""
+        train = getattr(self, '_train_counts', None)
+        if train and tuple(metainfo.get('classes') or ()) == \
+                train['classes']:
+            metainfo.update({k: train[k] for k in COUNT_KEYS})
 
     def _give_groups_to_evaluator(self, loop) -> None:
         groups = getattr(self, '_train_groups', None)

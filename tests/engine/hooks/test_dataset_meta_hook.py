@@ -12,15 +12,6 @@ import lmclip_mm.models  # noqa: E402,F401
 from lmclip_mm.engine.hooks.dataset_meta_hook import \
     DatasetMetaHook  # noqa: E402
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_torch_thread():
-    # Tiny models: one thread is as fast, and it is not slowed down 50x by
-    # OpenMP spinning when other processes share the CPU cores.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 CLASSES = ('cat', 'dog', 'person')
 META = dict(classes=CLASSES, class_counts=[3, 2, 4], num_train_images=6)
@@ -142,3 +133,204 @@ def test_runner_train_val_test_with_classes_from_the_dataset(tmp_path):
     assert trained.keys() == loaded.keys()
     for key in trained:
         torch.testing.assert_close(trained[key], loaded[key], msg=key)
+
+
+# ------------------------------------------------------------------------
+# The loss class weights (the metainfo the hook hands to the model) and the
+# sampler's repeat rates, on the toy configs, against values computed
+# independently from the list file.
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
+
+
+@pytest.fixture(scope='module')
+def toy_set(tmp_path_factory):
+    """The toy set (seed 0) and the train counts its generator aimed at."""
+    from lmclip_mm.datasets.toy_mlt import generate_toy_mlt
+    root = tmp_path_factory.mktemp('toy') / 'toy_mlt'
+    made = generate_toy_mlt(str(root), seed=0)
+    return root, made['class_counts']
+
+
+def _toy_rows(root):
+    """``[(path, [ids])]`` of the toy train list, read plainly."""
+    from lmclip_mm.datasets.toy_mlt import TRAIN_FILE
+    rows = []
+    with open(root / TRAIN_FILE) as f:
+        for line in f:
+            fields = line.split()
+            if fields:
+                rows.append((fields[0], [int(t) for t in fields[1:]]))
+    return rows
+
+
+def _toy_run(config, root):
+    """The config's train / val datasets, sampler and model on ``root``,
+    and a runner stand-in with an evaluator that has no groups."""
+    import copy
+
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+    from mmpretrain.registry import DATA_SAMPLERS, DATASETS, MODELS
+    cfg = Config.fromfile(os.path.join(REPO, 'configs', config))
+
+    def dataset(loader):
+        ds = copy.deepcopy(cfg[loader]['dataset'])
+        ds.update(data_root=str(root), pipeline=[], check_images=False,
+                  cache=False)
+        return DATASETS.build(ds)
+
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        train, val = dataset('train_dataloader'), dataset('val_dataloader')
+        sampler = DATA_SAMPLERS.build(
+            cfg.train_dataloader.sampler,
+            default_args=dict(dataset=train, seed=0))
+        model = MODELS.build(cfg.model)
+    evaluator = SimpleNamespace(dataset_meta={})
+    runner = SimpleNamespace(
+        model=model,
+        train_loop=SimpleNamespace(
+            dataloader=SimpleNamespace(dataset=train)),
+        val_loop=SimpleNamespace(
+            dataloader=SimpleNamespace(dataset=val), evaluator=evaluator))
+    return cfg, train, sampler, model, runner
+
+
+def _expected(rows, power):
+    """Class weights, per-image sampler weights (numpy / Counter), counts."""
+    import collections
+
+    import numpy as np
+    n = collections.Counter(c for ids in rows for c in set(ids))
+    counts = np.array([n[c] for c in range(20)], dtype=np.float64)
+    r = len(rows) / counts
+    cw = r**power / (r**power).max()
+    sw = np.array([r[sorted(set(ids))].sum() for ids in rows])**power
+    return cw, sw / sw.max(), counts.astype(int).tolist()
+
+
+def _groups(counts):
+    import numpy as np
+    counts = np.asarray(counts)
+    return dict(
+        head_classes=np.flatnonzero(counts >= 100).tolist(),
+        middle_classes=np.flatnonzero((counts >= 20)
+                                      & (counts < 100)).tolist(),
+        tail_classes=np.flatnonzero(counts < 20).tolist())
+
+
+def _trained_rows(train, rows):
+    """The list-file rows of the images of ``train``, in its order."""
+    from mmengine.fileio import join_path
+    by_path = {join_path(train.img_prefix, p): ids for p, ids in rows}
+    return [by_path[train.get_data_info(i)['img_path']]
+            for i in range(len(train))]
+
+
+def _class_weight(model):
+    return model.loss_module.class_weight.double().cpu().numpy()
+
+
+def test_honest_loss_weights_and_sampler_rates_count_the_trained_images(
+        toy_set):
+    """holdout_val=True: the loss class weights (from the metainfo the
+    hook hands to the model) and the sampler's rates both count the images
+    trained on (the train list without the val images)."""
+    import numpy as np
+    root, _ = toy_set
+    cfg, train, sampler, model, runner = _toy_run(
+        'lmclip_toy_mlt_tiny_honest.py', root)
+    assert train.holdout_val and cfg.model.class_weight_power == \
+        cfg.train_dataloader.sampler.power
+    rows = _toy_rows(root)
+    trained = _trained_rows(train, rows)
+    assert len(trained) == len(train) < len(rows)
+    cw, sw, counts = _expected(trained, cfg.model.class_weight_power)
+
+    hook = DatasetMetaHook()
+    hook.before_train(runner)
+    # one set of counts: the trained images', for loss and sampler
+    assert sampler.classes == list(range(20))
+    assert sampler.class_counts == counts
+    assert model.dataset_meta['class_counts'] == counts
+    assert model.dataset_meta['num_train_images'] == len(trained)
+    np.testing.assert_allclose(_class_weight(model), cw, rtol=1e-6)
+    np.testing.assert_allclose(sampler.weights.numpy(), sw, rtol=1e-12)
+    # validation does not change the loss class weights
+    hook.before_val(runner)
+    np.testing.assert_allclose(_class_weight(model), cw, rtol=1e-6)
+    # the reported groups stay the benchmark's: the full train list's
+    full = _expected([ids for _, ids in rows], 1.0)[2]
+    assert runner.val_loop.evaluator.dataset_meta == _groups(full)
+
+
+def test_paper_loss_weights_sampler_rates_and_groups_are_unchanged(
+        toy_set):
+    """No holdout (the paper's configs): everything from the full train
+    list, as before the statistics got one home."""
+    import numpy as np
+    root, generated_counts = toy_set
+    cfg, train, sampler, model, runner = _toy_run(
+        'lmclip_toy_mlt_tiny.py', root)
+    assert not train.holdout_val
+    rows = [ids for _, ids in _toy_rows(root)]
+    assert _trained_rows(train, _toy_rows(root)) == rows
+    cw, sw, counts = _expected(rows, cfg.model.class_weight_power)
+    # the generator's own per-class targets: an independent check
+    assert counts == list(generated_counts)
+
+    hook = DatasetMetaHook()
+    hook.before_train(runner)
+    assert train.metainfo['class_counts'] == counts
+    assert train.metainfo['num_train_images'] == len(rows) == 804
+    assert {k: train.metainfo[k] for k in _groups(counts)} == \
+        _groups(counts)
+    assert sampler.class_counts == counts
+    np.testing.assert_allclose(_class_weight(model), cw, rtol=1e-6)
+    np.testing.assert_allclose(sampler.weights.numpy(), sw, rtol=1e-12)
+    hook.before_val(runner)
+    np.testing.assert_allclose(_class_weight(model), cw, rtol=1e-6)
+    assert runner.val_loop.evaluator.dataset_meta == _groups(counts)
+
+
+def test_evaluation_phases_keep_the_train_counts():
+    model = _Recorder()
+    train = dict(META, head_classes=[2], middle_classes=[0, 1],
+                 tail_classes=[])
+    val = dict(classes=CLASSES, class_counts=[5, 5, 5], num_train_images=9)
+    other = dict(classes=('a', 'b'), class_counts=[1, 1],
+                 num_train_images=2)
+    evaluator = SimpleNamespace(dataset_meta={})
+    runner = _runner(model, train=train, val=val, test=other)
+    runner.val_loop.evaluator = evaluator
+    hook = DatasetMetaHook()
+    hook.before_train(runner)
+    hook.before_val(runner)
+    hook.before_test(runner)
+    # same classes: the train counts; other classes: the dataset's own
+    assert model.metas[1] == dict(val, class_counts=[3, 2, 4],
+                                  num_train_images=6)
+    assert model.metas[2] == other
+    # the train metainfo's groups (not recounted with other thresholds)
+    assert evaluator.dataset_meta == dict(
+        head_classes=[2], middle_classes=[0, 1], tail_classes=[])
+
+
+def test_count_classes_of_a_dataset():
+    from lmclip_mm.engine.hooks.dataset_meta_hook import count_classes
+
+    class WithCatIds(_ToyDataset):
+
+        def get_cat_ids(self, idx):
+            return self.labels[idx]
+
+    # labels [[0, 1], [2], [1, 2], [0], [0, 2], [2]]
+    assert count_classes(WithCatIds()) == ([3, 2, 4], 6)
+    assert count_classes(_ToyDataset()) is None  # no get_cat_ids
+
+    class Bad(WithCatIds):
+        labels = [[0], [3]]
+
+    with pytest.raises(ValueError, match='outside 0..2'):
+        count_classes(Bad())
