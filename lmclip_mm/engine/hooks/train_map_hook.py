@@ -19,9 +19,10 @@ class TrainMAPHook(Hook):
     """mAP (all / head / middle / tail) and AUROC of the training logits of
     each epoch, as the paper's ``train.py`` reports them.
 
-    The model keeps each training batch's logits (detached; the model as it
-    was at that step, with the training augmentation) and targets; at the
-    end of the epoch they are gathered from every process and scored with
+    The model publishes each training batch's logits (detached; the model
+    as it was at that step, with the training augmentation) and targets,
+    and this hook collects them after each iteration; at the end of the
+    epoch they are gathered from every process and scored with
     :func:`~lmclip_mm.evaluation.long_tail_average_precision`
     (``apply_softmax=True`` by default: the paper's ``sf(preds)``). The
     values are logged and sent to the visualizer's backends (``scalars.json``,
@@ -31,7 +32,11 @@ class TrainMAPHook(Hook):
     (``head_classes``...).
 
     Use it with ``custom_hooks = [..., dict(type='TrainMAPHook')]`` on an
-    :class:`~lmclip_mm.models.LMCLIPClassifier`.
+    :class:`~lmclip_mm.models.LMCLIPClassifier`, or on any model with the
+    same two documented attributes: ``keep_train_logits`` (a flag this hook
+    turns on for the epoch) and ``last_train_logits`` (``None``, or the
+    ``(logits, targets)`` of the last loss computation while the flag is
+    on, which this hook takes and resets to ``None``).
     """
 
     priority = 'LOW'
@@ -49,16 +54,20 @@ class TrainMAPHook(Hook):
 
     def before_train_epoch(self, runner) -> None:
         model = self._model(runner)
-        if not hasattr(model, 'keep_train_logits'):
+        if not (hasattr(model, 'keep_train_logits')
+                and hasattr(model, 'last_train_logits')):
             raise TypeError(f'TrainMAPHook: {type(model).__name__} does not '
-                            'keep its training logits (LMCLIPClassifier '
-                            'does)')
+                            'keep its training logits (keep_train_logits, '
+                            'last_train_logits: LMCLIPClassifier does)')
         model.keep_train_logits = True
+        model.last_train_logits = None
         self._scores, self._targets = [], []
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs=None) -> None:
-        kept = self._model(runner).__dict__.pop('_last_train_logits', None)
+        model = self._model(runner)
+        kept = model.last_train_logits
+        model.last_train_logits = None
         if kept is not None:
             self._scores.append(kept[0])
             self._targets.append(kept[1])

@@ -1,14 +1,20 @@
 # Copyright (c) lmclip_mm authors.
-from .open_clip_helpers import (MODEL_CONFIG_DIR, create_clip_model,
-                                encode_image, encode_text,
-                                encode_texts_packed, eot_truncate,
-                                register_model_configs, sdpa_attention,
-                                supports_class_token_shortcut,
-                                supports_eot_truncation, supports_packing)
+"""Helpers of the models: building open_clip models
+(:mod:`.clip_factory`), their towers' fast forward passes
+(:mod:`.fast_encoders`) and collectives with gradient
+(:mod:`.distributed`)."""
+from .clip_factory import (MODEL_CONFIG_DIR, PretrainedWeightsUnavailable,
+                           create_clip_model, register_model_configs,
+                           weights_from_checkpoint)
+from .fast_encoders import (encode_image, encode_text, encode_texts_packed,
+                            eot_truncate, sdpa_attention,
+                            supports_class_token_shortcut,
+                            supports_eot_truncation, supports_packing)
 
 __all__ = [
     'MODEL_CONFIG_DIR', 'create_clip_model', 'encode_image', 'encode_text',
     'encode_texts_packed', 'eot_truncate', 'register_model_configs',
     'sdpa_attention', 'supports_class_token_shortcut',
-    'supports_eot_truncation', 'supports_packing'
+    'supports_eot_truncation', 'supports_packing',
+    'PretrainedWeightsUnavailable', 'weights_from_checkpoint'
 ]

@@ -19,15 +19,6 @@ from lmclip_mm.models.losses.balanced_asymmetric_loss import \
 from lmclip_mm.models.losses.clip_contrastive_loss import \
     CLIPContrastiveLoss  # noqa: E402
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_torch_thread():
-    # Tiny models: one thread is as fast, and it is not slowed down 50x by
-    # OpenMP spinning when other processes share the CPU cores.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 CLASSES = ('cat', 'dog', 'person', 'car', 'traffic light')
 LABELS = [[0, 2], [1], [3, 4], [0], [2, 3], [4], [1, 2], [0, 4]]
@@ -136,8 +127,8 @@ def test_contrastive_loss_can_be_disabled_and_needs_captions():
     assert set(model(**data, mode='loss')) == {'loss_bal'}
     # without captions the contrastive loss uses template captions of the
     # labels (mmpretrain's datasets carry none)
-    assert set(_model()(**data, mode='loss')) == {'loss_bal',
-                                                   'loss_contrastive'}
+    assert set(_model()(**data, mode='loss')) == {
+        'loss_bal', 'loss_contrastive'}
     data['data_samples'][0].set_field(3, 'caption')
     with pytest.raises(ValueError, match='caption'):
         _model()(**data, mode='loss')
@@ -470,3 +461,93 @@ def test_pretrained_weights_file(tmp_path):
     for (name, a), b in zip(source.clip.state_dict().items(),
                             model.clip.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_head_entries_keep_their_checkpoint_keys(tmp_path):
+    """The losses and the class thresholds live in ``model.head``, but the
+    state dict keeps the keys (and ``_metadata`` entries) they had before
+    the head existed: old checkpoints load strictly, new ones are alike."""
+    model = _model(class_weight_power=0.5)
+    model.set_dataset_meta(META)
+    model.set_class_thresholds([0.1, 0.2, 0.3, 0.4, 0.5])
+    assert model.head.loss_module.class_weight is not None
+    state = model.state_dict()
+    assert not [k for k in state if k.startswith('head.')]
+    assert [k for k in state if not k.startswith('clip.')] == [
+        'class_thresholds', 'loss_module.class_weight']
+    assert list(state)[0] == 'class_thresholds'  # where it always was
+    assert 'head' not in state._metadata
+    assert {'loss_module', 'contrastive_loss'} <= set(state._metadata)
+    # strict round trip, bare and through a parent module (DDP's prefix)
+    fresh = _model(classes=None, class_weight_power=0.5)
+    fresh.load_state_dict(state, strict=True)
+    torch.testing.assert_close(fresh.head.class_thresholds,
+                               model.head.class_thresholds)
+    torch.testing.assert_close(fresh.head.loss_module.class_weight,
+                               model.head.loss_module.class_weight)
+    wrapper = torch.nn.Module()
+    wrapper.module = model
+    wrapped = wrapper.state_dict()
+    assert set(wrapped) == {'module.' + k for k in state}
+    other = torch.nn.Module()
+    other.module = _model(classes=None, class_weight_power=0.5)
+    other.load_state_dict(wrapped, strict=True)
+    torch.testing.assert_close(other.module.class_thresholds,
+                               model.class_thresholds)
+    # mmengine's loader, into a model with neither yet: adopted
+    from mmengine.runner import load_checkpoint, save_checkpoint
+    path = str(tmp_path / 'ckpt.pth')
+    save_checkpoint(dict(state_dict=state, meta=dict()), path)
+    plain = _model()
+    load_checkpoint(plain, path, map_location='cpu', strict=True)
+    torch.testing.assert_close(plain.loss_module.class_weight,
+                               model.loss_module.class_weight)
+    torch.testing.assert_close(plain.class_thresholds,
+                               model.class_thresholds)
+
+
+def test_head_attributes_read_and_set_through_the_classifier():
+    model = _model(thr=0.3, score_activation='softmax')
+    head = model.head
+    assert (model.thr, model.topk, model.score_activation) == \
+        (0.3, None, 'softmax')
+    assert model.loss_module is head.loss_module
+    assert model.contrastive_loss is head.contrastive_loss
+    model.thr = 0.2
+    assert head.thr == 0.2
+    new_loss = BalancedAsymmetricLoss(loss_weight=2.)
+    model.loss_module = new_loss
+    assert head.loss_module is new_loss and model.loss_module is new_loss
+    assert 'loss_module' not in model._modules  # not registered twice
+    model.contrastive_loss = None
+    data = model.data_preprocessor(_batch(), True)
+    assert set(model(**data, mode='loss')) == {'loss_bal'}
+    model.class_thresholds = torch.full((5, ), 0.5)
+    assert torch.equal(head.class_thresholds, torch.full((5, ), 0.5))
+
+
+def test_loss_publishes_the_train_logits_only_when_asked():
+    """What TrainMAPHook reads: ``last_train_logits``, the logits and
+    targets the loss saw, published while ``keep_train_logits`` is on."""
+    model = _model()
+    seen = []
+    original = model.loss_module.forward
+
+    def spy(logits, target, *args, **kwargs):
+        seen.append((logits.detach().clone(), target.clone()))
+        return original(logits, target, *args, **kwargs)
+
+    model.loss_module.forward = spy
+    data = model.data_preprocessor(_batch(), True)
+    assert model.keep_train_logits is False
+    assert model.last_train_logits is None
+    model(**data, mode='loss')
+    assert model.last_train_logits is None
+    model.keep_train_logits = True
+    model(**data, mode='loss')
+    logits, target = model.last_train_logits
+    assert not logits.requires_grad and logits.dtype == torch.float32
+    assert logits.device.type == 'cpu' and target.device.type == 'cpu'
+    torch.testing.assert_close(logits, seen[-1][0])
+    torch.testing.assert_close(target, seen[-1][1])
+    assert '_last_train_logits' not in vars(model)  # no hidden channel

@@ -14,23 +14,14 @@ from sklearn.metrics import f1_score, precision_recall_fscore_support  # noqa
 
 import lmclip_mm  # noqa: E402,F401
 from lmclip_mm.evaluation import fit_class_thresholds  # noqa: E402
-from lmclip_mm.models.classifiers.lmclip_classifier import \
-    DEFAULT_THR  # noqa: E402
+from lmclip_mm.models.heads.lmclip_head import DEFAULT_THR  # noqa: E402
 
 CLASSES = ('cat', 'dog', 'person', 'car', 'traffic light')
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _model(**kwargs):
-    cfg = dict(type='LMCLIPClassifier', clip=dict(model_name='lmclip-tiny-vit'),
-               classes=CLASSES)
+    cfg = dict(type='LMCLIPClassifier',
+               clip=dict(model_name='lmclip-tiny-vit'), classes=CLASSES)
     cfg.update(kwargs)
     torch.manual_seed(0)
     model = MODELS.build(cfg)

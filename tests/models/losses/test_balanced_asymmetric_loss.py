@@ -7,16 +7,6 @@ from lmclip_mm.models.losses.balanced_asymmetric_loss import \
     BalancedAsymmetricLoss
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_torch_thread():
-    # Tiny models: one thread is as fast, and it is not slowed down 50x by
-    # OpenMP spinning when other processes share the CPU cores.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def reference_bal(x, y, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, eps=1e-8,
                   label_smoothing=0.0, class_weight=None, loss_weight=1.0,
                   _detach_max=False):

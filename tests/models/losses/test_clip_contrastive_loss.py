@@ -11,16 +11,6 @@ import torch.multiprocessing as mp
 from lmclip_mm.models.losses.clip_contrastive_loss import CLIPContrastiveLoss
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_torch_thread():
-    # Tiny models: one thread is as fast, and it is not slowed down 50x by
-    # OpenMP spinning when other processes share the CPU cores.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def reference_clip_loss(img, txt, scale, captions=None):
     """Direct float64 transcription (soft targets if captions given)."""
     img = img.double()

@@ -1,0 +1,4 @@
+# Copyright (c) lmclip_mm authors.
+from .lmclip_head import LMCLIPHead
+
+__all__ = ['LMCLIPHead']
