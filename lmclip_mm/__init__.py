@@ -3,7 +3,8 @@
 Importing this package registers every component (datasets, samplers,
 models, losses, metrics, hooks, model wrappers) into MMPretrain's registries
 (``mmpretrain.registry``) and makes mmengine's checkpoint loading work on
-torch>=2.6 with ``weights_only`` loading (see :mod:`lmclip_mm.utils.checkpoint`).
+torch>=2.6 with ``weights_only`` loading (see
+:mod:`lmclip_mm.fileio.checkpoint_safety`).
 
 Use it from any MMPretrain config with::
 
@@ -18,9 +19,9 @@ from .version import __version__
 # warns on every import that its compiled deformable attention is missing.
 warnings.filterwarnings(
     'ignore', message='Fail to import ``MultiScaleDeformableAttention``')
-from .utils import checkpoint as _checkpoint
+from .fileio import checkpoint_safety as _checkpoint_safety  # noqa: E402
 
-_checkpoint.install()
+_checkpoint_safety.install()
 
 from . import datasets, engine, evaluation, models  # noqa: E402,F401
 from .models import wrappers  # noqa: E402,F401

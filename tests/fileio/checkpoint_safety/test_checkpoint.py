@@ -17,8 +17,8 @@ import pytest
 import torch
 
 import lmclip_mm  # noqa: F401
-from lmclip_mm.utils import checkpoint as ckpt_utils
-from lmclip_mm.utils.checkpoint import UntrustedCheckpointError
+from lmclip_mm.fileio import checkpoint_safety as ckpt_utils
+from lmclip_mm.fileio.checkpoint_safety import UntrustedCheckpointError
 from mmengine.runner.checkpoint import _load_checkpoint, load_checkpoint
 
 
@@ -234,7 +234,7 @@ def test_install_is_idempotent_and_covers_every_scheme():
 
 def test_clip_pretrained_file_refuses_code(tmp_path):
     """``clip=dict(pretrained='/path/file')`` loads weights-only as well."""
-    from lmclip_mm.models.utils.open_clip_helpers import create_clip_model
+    from lmclip_mm.models.utils import create_clip_model
     marker = tmp_path / 'PWNED'
     model = create_clip_model('lmclip-tiny-vit')
     sd = dict(model.state_dict())

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import lmclip_mm  # noqa: F401
-from lmclip_mm.utils import checkpoint as ckpt_utils
-from lmclip_mm.utils.checkpoint import UntrustedCheckpointError, is_trusted
+from lmclip_mm.fileio import checkpoint_safety as ckpt_utils
+from lmclip_mm.fileio.checkpoint_safety import UntrustedCheckpointError, is_trusted
 from mmengine.runner.checkpoint import _load_checkpoint
 
 ENV = 'LMCLIP_TRUSTED_CHECKPOINTS'
@@ -47,7 +47,8 @@ class _CreatesFile:
 @pytest.fixture(autouse=True)
 def _clean(monkeypatch):
     ckpt_utils.untrust_all()
-    getattr(ckpt_utils, '_WARNED', set()).clear()  # warn again per test
+    from lmclip_mm.fileio.checkpoint_safety import trust
+    trust._WARNED.clear()  # warn again per test
     monkeypatch.delenv(ENV, raising=False)
     PAYLOAD_RUNS.clear()
     yield

@@ -23,8 +23,8 @@ import pytest
 import torch
 
 import lmclip_mm  # noqa: F401
-from lmclip_mm.utils import checkpoint as ckpt_utils
-from lmclip_mm.utils.checkpoint import UntrustedCheckpointError
+from lmclip_mm.fileio import checkpoint_safety as ckpt_utils
+from lmclip_mm.fileio.checkpoint_safety import UntrustedCheckpointError
 from mmengine.logging import HistoryBuffer
 from mmengine.runner import checkpoint as mm_ckpt
 from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
