@@ -27,7 +27,11 @@ setup(
     long_description=open(osp.join(HERE, 'README.md'), encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     python_requires='>=3.11',
-    packages=find_packages(include=['lmclip_mm', 'lmclip_mm.*']),
+    # the library (what configs name) and the tools' code (tools/*.py are
+    # thin entry points into lmclip_tools, as open_clip_train beside
+    # open_clip)
+    packages=find_packages(
+        include=['lmclip_mm', 'lmclip_mm.*', 'lmclip_tools', 'lmclip_tools.*']),
     package_data={'lmclip_mm': ['model_configs/*.json']},
     install_requires=read_requirements('runtime.txt'),
     extras_require={

@@ -15,9 +15,10 @@ from contextlib import nullcontext
 
 import lmclip_mm  # noqa: F401  registers components, guards checkpoints
 import torch
-from lmclip_mm.models.utils.open_clip_helpers import weights_from_checkpoint
-from lmclip_mm.utils import launch
+from lmclip_mm.models.utils import weights_from_checkpoint
 from mmengine.config import Config, DictAction
+
+from lmclip_tools import launch
 
 
 def parse_args(argv=None):
@@ -80,17 +81,17 @@ def main(argv=None):
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
-    launch.track_config(cfg)
-    if args.trust_checkpoint:
-        launch.trust_from_cli([args.checkpoint])
-    inferencer = build_inferencer(cfg, args.checkpoint, args.device)
-    classes = inferencer.classes
-    # preprocess + forward of mmpretrain's inferencer, without its progress
-    # bar (which would interleave with the printed results).
-    samples = []
-    for batch in inferencer.preprocess(args.images,
-                                       batch_size=args.batch_size):
-        samples.extend(inferencer.forward(batch))
+    with launch.config_errors(cfg):
+        if args.trust_checkpoint:
+            launch.trust_from_cli([args.checkpoint])
+        inferencer = build_inferencer(cfg, args.checkpoint, args.device)
+        classes = inferencer.classes
+        # preprocess + forward of mmpretrain's inferencer, without its progress
+        # bar (which would interleave with the printed results).
+        samples = []
+        for batch in inferencer.preprocess(args.images,
+                                           batch_size=args.batch_size):
+            samples.extend(inferencer.forward(batch))
     results, predicted = [], []
     for path, sample in zip(args.images, samples):
         score = sample.pred_score.detach().float().cpu()
@@ -114,5 +115,10 @@ def main(argv=None):
     return results
 
 
-if __name__ == '__main__':
+def cli():
+    """``python tools/infer.py``."""
     launch.run_cli(main)
+
+
+if __name__ == '__main__':
+    cli()

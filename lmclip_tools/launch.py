@@ -1,8 +1,8 @@
-"""What ``tools/train.py`` and ``tools/test.py`` share.
+"""What the tools share (``tools/train.py``, ``test.py``, ``infer.py``...).
 
-The library part of the tools (open_clip keeps the same split between its
-library and its training scripts): CLI-to-config merging with mmpretrain's
-semantics, plus the two fixes the tools need on top of mmengine 0.10.x:
+CLI-to-config merging with mmpretrain's semantics, one-line errors
+(:func:`run_cli`, :func:`config_errors`), plus the two fixes the tools need
+on top of mmengine 0.10.x:
 
 * dataloaders with ``num_workers=0`` must not get ``persistent_workers=True``
   (torch raises ``ValueError`` then; mmpretrain's train.py forces it);
@@ -16,14 +16,15 @@ import difflib
 import os
 import re
 import sys
+from contextlib import contextmanager
 from copy import deepcopy
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config, ConfigDict
 
-from . import checkpoint as ckpt_utils
+from lmclip_mm.fileio import checkpoint_safety
 
 CPU_WRAPPER = 'mmpretrain.DeviceAgnosticDDP'
 DATALOADER_FIELDS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
@@ -75,7 +76,8 @@ def init_distributed(launcher: str, cfg: Config) -> Optional[str]:
             f'--launcher {launcher} without GPUs is not supported; on a CPU '
             'machine use --launcher pytorch (tools/dist_train.sh, torchrun).')
     cfg.model_wrapper_cfg = _cpu_wrapper_cfg(cfg.get('model_wrapper_cfg'))
-    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    env_cfg = cfg.setdefault('env_cfg', {})
+    env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
     if not torch_dist.is_initialized():
         dist_cfg = dict(cfg.get('env_cfg', {}).get('dist_cfg', {}))
         dist_cfg.pop('backend', None)
@@ -174,7 +176,7 @@ def trust_from_cli(paths, cfg: Optional[Config] = None) -> None:
             paths.append(pretrained)
     for path in paths:
         if path:
-            ckpt_utils.trust_checkpoint(path)
+            checkpoint_safety.trust_checkpoint(path)
 
 
 class ToolError(Exception):
@@ -209,9 +211,9 @@ def user_errors() -> tuple:
     The tools print their message alone, without a traceback; set
     ``LMCLIP_TRACEBACK=1`` to get the traceback as well.
     """
-    from ..datasets.mlt_format import DatasetFormatError
-    from ..models.utils.open_clip_helpers import PretrainedWeightsUnavailable
-    return (DatasetFormatError, ckpt_utils.UntrustedCheckpointError,
+    from lmclip_mm.datasets import DatasetFormatError
+    from lmclip_mm.models.utils import PretrainedWeightsUnavailable
+    return (DatasetFormatError, checkpoint_safety.UntrustedCheckpointError,
             PretrainedWeightsUnavailable)
 
 
@@ -228,16 +230,18 @@ def _short_message(err: BaseException) -> str:
     return f'{type(err).__name__}: {message}'
 
 
-#: the config a tool is running, for :func:`registry_error_message`
-_tool_cfg: Optional[Config] = None
-
-
-def track_config(cfg: Config) -> Config:
-    """Remember the (merged) config a tool runs, so that :func:`run_cli`
-    can name the config key of an unknown ``type``. Returns ``cfg``."""
-    global _tool_cfg
-    _tool_cfg = cfg
-    return cfg
+@contextmanager
+def config_errors(cfg: Config) -> Iterator[None]:
+    """Inside: mmengine's "X is not in the registry" error of a component
+    of ``cfg`` becomes a :class:`ToolError` naming the config key and the
+    closest registered names (see :func:`registry_error_message`)."""
+    try:
+        yield
+    except KeyError as err:
+        message = registry_error_message(err, cfg)
+        if message is None or os.environ.get('LMCLIP_TRACEBACK'):
+            raise
+        raise ToolError(message) from None
 
 
 _NOT_REGISTERED = re.compile(
@@ -329,7 +333,8 @@ def run_cli(main, argv=None):
     """Call a tool's ``main``; bad input exits 1 with a one-line message.
 
     Bad input: the errors of :func:`user_errors`, and a ``type`` of the
-    config that no registry knows (see :func:`registry_error_message`).
+    config that no registry knows (see :func:`registry_error_message`;
+    inside :func:`config_errors` the message names the config key).
     ``LMCLIP_TRACEBACK=1`` raises them with their traceback instead.
     """
     try:
@@ -345,7 +350,7 @@ def run_cli(main, argv=None):
         print(f'error: {_short_message(err)}', file=sys.stderr)
         sys.exit(1)
     except KeyError as err:
-        message = registry_error_message(err, _tool_cfg)
+        message = registry_error_message(err)
         if message is None or os.environ.get('LMCLIP_TRACEBACK'):
             raise
         print(f'error: {message}', file=sys.stderr)

@@ -15,12 +15,13 @@ from copy import deepcopy
 
 import lmclip_mm  # noqa: F401  registers components, guards checkpoints
 import mmengine
-from lmclip_mm.models.utils.open_clip_helpers import weights_from_checkpoint
-from lmclip_mm.utils import launch
+from lmclip_mm.models.utils import weights_from_checkpoint
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.evaluator import DumpResults
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
+
+from lmclip_tools import launch
 
 
 def parse_args(argv=None):
@@ -134,32 +135,38 @@ def main(argv=None):
                          'path of the output file before using `--out-item`.')
 
     cfg = Config.fromfile(args.config)
-    cfg = launch.track_config(merge_args(cfg, args))
-    if args.trust_checkpoint:
-        launch.trust_from_cli([cfg.load_from], cfg)
-    if args.zero_shot:
-        launch.check_zero_shot(cfg)
-    launch.init_distributed(args.launcher, cfg)
+    cfg = merge_args(cfg, args)
+    with launch.config_errors(cfg):
+        if args.trust_checkpoint:
+            launch.trust_from_cli([cfg.load_from], cfg)
+        if args.zero_shot:
+            launch.check_zero_shot(cfg)
+        launch.init_distributed(args.launcher, cfg)
 
-    # with a checkpoint, the CLIP's weights come from it: no "initialized
-    # randomly" warning while the model is built
-    with (weights_from_checkpoint(args.checkpoint) if args.checkpoint
-          else nullcontext()):
-        if 'runner_type' not in cfg:
-            runner = Runner.from_cfg(cfg)
-        else:
-            runner = RUNNERS.build(cfg)
+        # with a checkpoint, the CLIP's weights come from it: no "initialized
+        # randomly" warning while the model is built
+        with (weights_from_checkpoint(args.checkpoint) if args.checkpoint
+              else nullcontext()):
+            if 'runner_type' not in cfg:
+                runner = Runner.from_cfg(cfg)
+            else:
+                runner = RUNNERS.build(cfg)
 
-    if args.out and args.out_item in ['pred', None]:
-        runner.test_evaluator.metrics.append(
-            DumpResults(out_file_path=args.out))
+        if args.out and args.out_item in ['pred', None]:
+            runner.test_evaluator.metrics.append(
+                DumpResults(out_file_path=args.out))
 
-    metrics = runner.test()
+        metrics = runner.test()
 
-    if args.out and args.out_item == 'metrics':
-        mmengine.dump(metrics, args.out)
-    return metrics
+        if args.out and args.out_item == 'metrics':
+            mmengine.dump(metrics, args.out)
+        return metrics
+
+
+def cli():
+    """``python tools/test.py``."""
+    launch.run_cli(main)
 
 
 if __name__ == '__main__':
-    launch.run_cli(main)
+    cli()

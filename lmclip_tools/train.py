@@ -4,7 +4,7 @@
 Same flags as mmpretrain's ``tools/train.py``, plus ``--trust-checkpoint``.
 Differences: works with ``num_workers=0``, runs multi-process on machines
 without GPUs (gloo), and loads checkpoints with torch's weights-only
-unpickler (see ``lmclip_mm.utils.checkpoint``).
+unpickler (see ``lmclip_mm.fileio.checkpoint_safety``).
 """
 import argparse
 import os
@@ -12,11 +12,12 @@ import os.path as osp
 from copy import deepcopy
 
 import lmclip_mm  # noqa: F401  registers components, guards checkpoints
-from lmclip_mm.utils import launch
 from mmengine.config import Config, DictAction
 from mmengine.hooks import Hook
 from mmengine.registry import RUNNERS
 from mmengine.runner import EpochBasedTrainLoop, Runner
+
+from lmclip_tools import launch
 
 
 class RunAlreadyFinished(Exception):
@@ -176,27 +177,32 @@ def merge_args(cfg, args):
 def main(argv=None):
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
-    cfg = launch.track_config(merge_args(cfg, args))
+    cfg = merge_args(cfg, args)
+    with launch.config_errors(cfg):
+        if args.trust_checkpoint:
+            launch.trust_from_cli([
+                cfg.get('load_from'),
+                cfg.work_dir if args.resume == 'auto' else None
+            ], cfg)
+        launch.init_distributed(args.launcher, cfg)
 
-    if args.trust_checkpoint:
-        launch.trust_from_cli([
-            cfg.get('load_from'),
-            cfg.work_dir if args.resume == 'auto' else None
-        ], cfg)
-    launch.init_distributed(args.launcher, cfg)
+        if 'runner_type' not in cfg:
+            runner = Runner.from_cfg(cfg)
+        else:
+            runner = RUNNERS.build(cfg)
+        if cfg.get('resume'):
+            runner.register_hook(FinishedRunCheck(), priority='HIGHEST')
+        try:
+            runner.train()
+        except RunAlreadyFinished as done:
+            print(done)  # --resume of a finished run: nothing to do
+            return None
 
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        runner = RUNNERS.build(cfg)
-    if cfg.get('resume'):
-        runner.register_hook(FinishedRunCheck(), priority='HIGHEST')
-    try:
-        runner.train()
-    except RunAlreadyFinished as done:
-        print(done)  # --resume of a finished run: nothing to do
-        return None
+
+def cli():
+    """``python tools/train.py``."""
+    launch.run_cli(main)
 
 
 if __name__ == '__main__':
-    launch.run_cli(main)
+    cli()

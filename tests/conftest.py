@@ -1,5 +1,11 @@
 """Root fixtures of the test suite.
 
+Every test runs with one torch thread (:func:`one_torch_thread`: tiny
+models are as fast, and they are not slowed down 50x by OpenMP spinning
+when the other pytest-xdist worker shares the cores); one toy set is
+generated per session (:func:`toy_root`). Paths and tool runners are
+plain functions in ``tests/helpers/lmclip_testing.py``.
+
 The image cache (``lmclip_mm.datasets.image_cache``) of every dataset the
 tests build, in this process, in pytest-xdist workers and in the tools the
 tests run as subprocesses, goes to one temporary folder for the whole run
@@ -27,6 +33,25 @@ def pytest_unconfigure(config):
     path = getattr(config, '_lmclip_cache_dir', None)
     if path and os.environ.get(_OWNED) == str(os.getpid()):
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True, scope='session')
+def one_torch_thread():
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope='session')
+def toy_root(tmp_path_factory):
+    """One toy set (:class:`~lmclip_mm.datasets.ToyMLT`, seed 0) for the
+    whole session."""
+    from lmclip_mm.datasets.toy_mlt import generate_toy_mlt
+    root = tmp_path_factory.mktemp('toy') / 'toy_mlt'
+    generate_toy_mlt(str(root), seed=0)
+    return root
 
 
 def _sklearn_photo(name):

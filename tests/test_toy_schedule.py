@@ -2,7 +2,6 @@
 item 12): the config is merged by tools/train.py's merge_args, the
 schedulers are built by mmengine's runner, then stepped as
 ParamSchedulerHook steps them."""
-import importlib.util
 import math
 from pathlib import Path
 
@@ -15,11 +14,8 @@ LR = 2e-3
 
 
 def _train_tool():
-    spec = importlib.util.spec_from_file_location(
-        '_train_tool', REPO / 'tools' / 'train.py')
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from lmclip_tools import train
+    return train
 
 
 def _lrs(max_epochs, root, work_dir):
@@ -83,7 +79,7 @@ def test_short_runs_keep_the_warm_up_only(tmp_path):
 
 
 def test_follow_max_epochs_rules():
-    from lmclip_mm.utils.launch import follow_max_epochs
+    from lmclip_tools.launch import follow_max_epochs
     base = [dict(type='LinearLR', begin=0, end=2, by_epoch=True),
             dict(type='CosineAnnealingLR', begin=2, end=30, T_max=28),
             dict(type='StepLR', begin=0, end=30, by_epoch=False),

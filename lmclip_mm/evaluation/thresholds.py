@@ -1,6 +1,6 @@
 # Copyright (c) lmclip_mm authors.
 """Per-class decision thresholds that maximise each class's F1."""
-from typing import Optional, Tuple
+from typing import Tuple
 
 import numpy as np
 import torch

@@ -8,8 +8,9 @@ Measures, for a config and a number of steps after warm-up:
   ``tools/train.py`` drives it (``model.train_step(batch, optim_wrapper)``,
   ``model.val_step(batch)`` under ``torch.no_grad()``);
 * **baseline**: the straightforward PyTorch loop of the paper's reference
-  implementation (``lmclip_mm.utils.benchmark.ReferenceLoop``): same
-  open_clip model and same initial weights (state dict copied), same math,
+  implementation (``paper_reference.ReferenceLoop`` in this package):
+  same open_clip model and same initial weights (state dict copied), same
+  math,
   per step encode images, captions (77 tokens) and ALL class prompts (77
   tokens, tokenised once), BAL + contrastive loss, ``torch.optim.AdamW``;
   evaluation runs the same forward per batch and keeps the logits.
@@ -48,23 +49,19 @@ import tempfile
 import time
 from contextlib import nullcontext
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+import open_clip
+import torch
+from mmengine.config import DictAction
 
-import open_clip  # noqa: E402
-import torch  # noqa: E402
-from mmengine.config import DictAction  # noqa: E402
-
-import lmclip_mm  # noqa: E402,F401  registers components
-from lmclip_mm.utils import benchmark as B  # noqa: E402
-
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-import data_benchmark  # noqa: E402  (this folder)
+import lmclip_mm  # noqa: F401  registers components
+from lmclip_tools import CONFIGS as CONFIG_DIR
+from lmclip_tools import REPO
+from lmclip_tools.analysis import data_benchmark
+from lmclip_tools.analysis import paper_reference as B
 
 CONFIGS = {
-    20: osp.join(REPO, 'configs', 'lmclip_voc_mlt_vitb16.py'),
-    80: osp.join(REPO, 'configs', 'lmclip_coco_mlt_vitb16.py'),
+    20: osp.join(CONFIG_DIR, 'lmclip_voc_mlt_vitb16.py'),
+    80: osp.join(CONFIG_DIR, 'lmclip_coco_mlt_vitb16.py'),
 }
 #: where the configs read VOC-MLT / COCO-MLT (data/README.md)
 REPO_DATA = osp.join(REPO, 'data')
@@ -220,7 +217,7 @@ def _set_resize(pipeline, size):
 
 def load_config(args, image_size, data_root=None, files=None):
     from mmengine.config import Config
-    from lmclip_mm.utils import launch
+    from lmclip_tools import launch
     cfg = Config.fromfile(args.config)
     clip = dict(model_name=args.model, pretrained=None)
     if image_size != native_image_size(args.model):
@@ -262,7 +259,7 @@ def build_ours(cfg, metainfo, device, amp):
     model.to(device)
     wrapper_cfg = cfg.optim_wrapper.copy()
     if amp != 'none' and device == 'cuda':
-        from lmclip_mm.utils.launch import use_amp
+        from lmclip_tools.launch import use_amp
         use_amp(wrapper_cfg)  # as tools/train.py --amp, plus the dtype
         wrapper_cfg.dtype = 'bfloat16' if amp == 'bf16' else 'float16'
     optim_wrapper = build_optim_wrapper(model, wrapper_cfg)
@@ -272,7 +269,7 @@ def build_ours(cfg, metainfo, device, amp):
 def build_reference(cfg, metainfo, device, amp, model_name, image_size,
                     state_dict=None, perturb=0.0):
     """The baseline: a plain open_clip model and the reference loop."""
-    from lmclip_mm.datasets.class_weights import class_weights
+    from lmclip_mm.datasets.class_stats import class_weights
     kwargs = {}
     if image_size != native_image_size(model_name):
         kwargs['force_image_size'] = image_size
@@ -461,7 +458,7 @@ def child_main(args):
 
 
 def run_child(kind, args, state_file, log_file):
-    cmd = [sys.executable, osp.abspath(__file__), '--child', kind,
+    cmd = [sys.executable, '-m', __name__, '--child', kind,
            '--state', state_file, '--model', args.model, '--device',
            args.device, '--amp', args.amp, '--seed', str(args.seed)]
     env = dict(os.environ)
@@ -789,7 +786,7 @@ def run_data_part(args):
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
-    from lmclip_mm.utils import launch
+    from lmclip_tools import launch
     init_default_scope('mmpretrain')
     info, ncpu = machine_info('cpu')
     load0 = os.getloadavg()
@@ -808,5 +805,10 @@ def run_data_part(args):
     return 0
 
 
-if __name__ == '__main__':
+def cli():
+    """``python tools/analysis/benchmark.py``."""
     sys.exit(main())
+
+
+if __name__ == '__main__':
+    cli()

@@ -215,7 +215,7 @@ def drain(loader):
 def main(args, cfg, log=print):
     from mmengine.runner import Runner
 
-    from lmclip_mm.utils import benchmark as B
+    from lmclip_tools.analysis import paper_reference as B
 
     tmp = None
     if args.work_dir:

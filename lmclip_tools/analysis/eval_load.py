@@ -31,8 +31,9 @@ import time
 import numpy as np
 from PIL import Image
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-CONFIG = osp.join(REPO, 'configs', 'lmclip_coco_mlt_vitb16.py')
+from lmclip_tools import CONFIGS
+
+CONFIG = osp.join(CONFIGS, 'lmclip_coco_mlt_vitb16.py')
 
 
 def parse_args(argv=None):
@@ -94,7 +95,7 @@ def run_test(root, count, args, work_dir):
         random_weights(weights)
     s = args.model_size
     cmd = [
-        sys.executable, osp.join(REPO, 'tools', 'test.py'), CONFIG,
+        sys.executable, '-m', 'lmclip_tools.test', CONFIG,
         '--zero-shot', '--work-dir', work_dir, '--out', out, '--out-item',
         'metrics', '--cfg-options', 'model.clip.model_name=lmclip-tiny-vit',
         f'model.clip.pretrained={weights}',
@@ -177,5 +178,10 @@ def evaluate(args, root):
     return 0
 
 
-if __name__ == '__main__':
+def cli():
+    """``python tools/analysis/eval_load.py``."""
     sys.exit(main())
+
+
+if __name__ == '__main__':
+    cli()

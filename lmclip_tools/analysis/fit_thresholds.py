@@ -23,15 +23,16 @@ import os.path as osp
 import lmclip_mm  # noqa: F401  registers components, guards checkpoints
 import torch
 from lmclip_mm.evaluation import fit_class_thresholds
-from lmclip_mm.models.utils.open_clip_helpers import weights_from_checkpoint
-from lmclip_mm.utils import launch
+from lmclip_mm.models.utils import weights_from_checkpoint
 from mmengine.config import Config, DictAction
 from mmengine.evaluator import BaseMetric
-from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import _load_checkpoint, save_checkpoint
 from mmpretrain.evaluation import MultiLabelMetric
 from mmpretrain.structures import label_to_onehot
+from mmpretrain.utils import get_ori_model
+
+from lmclip_tools import launch
 
 
 class _Collect(BaseMetric):
@@ -98,16 +99,15 @@ def main(argv=None):
         osp.splitext(osp.basename(args.config))[0])
     cfg.pop('visualizer', None)
     launch.set_dataloader_defaults(cfg, fields=('test_dataloader', ))
-    cfg = launch.track_config(cfg)
-    if args.trust_checkpoint:
-        launch.trust_from_cli([args.checkpoint], cfg)
-    with weights_from_checkpoint(args.checkpoint):
-        runner = Runner.from_cfg(cfg)
-    collect = _Collect()
-    runner.test_evaluator.metrics.append(collect)
-    runner.test()
-    model = runner.model.module if is_model_wrapper(runner.model) \
-        else runner.model
+    with launch.config_errors(cfg):
+        if args.trust_checkpoint:
+            launch.trust_from_cli([args.checkpoint], cfg)
+        with weights_from_checkpoint(args.checkpoint):
+            runner = Runner.from_cfg(cfg)
+        collect = _Collect()
+        runner.test_evaluator.metrics.append(collect)
+        runner.test()
+    model = get_ori_model(runner.model)
     if not hasattr(model, 'set_class_thresholds'):
         raise TypeError(f'{type(model).__name__} has no per-class '
                         'thresholds (LMCLIPClassifier has)')
@@ -140,5 +140,10 @@ def main(argv=None):
                 thresholds=thresholds)
 
 
-if __name__ == '__main__':
+def cli():
+    """``python tools/analysis/fit_thresholds.py``."""
     launch.run_cli(main)
+
+
+if __name__ == '__main__':
+    cli()

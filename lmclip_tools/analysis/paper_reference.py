@@ -473,4 +473,3 @@ def count_flops(fn) -> int:
         if switch:
             mha.set_fastpath_enabled(previous)
     return c.get_total_flops()
-

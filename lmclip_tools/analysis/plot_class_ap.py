@@ -246,5 +246,10 @@ def main(argv=None):
     print(f'wrote {args.out}')
 
 
-if __name__ == '__main__':
+def cli():
+    """``python tools/analysis/plot_class_ap.py``."""
     main()
+
+
+if __name__ == '__main__':
+    cli()

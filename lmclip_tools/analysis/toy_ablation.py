@@ -25,8 +25,9 @@ import subprocess
 import sys
 import time
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-CONFIG = osp.join(REPO, 'configs', 'lmclip_toy_mlt_tiny.py')
+from lmclip_tools import CONFIGS
+
+CONFIG = osp.join(CONFIGS, 'lmclip_toy_mlt_tiny.py')
 # `_delete_=True` replaces a dict of the config instead of merging into it.
 UNIFORM = [
     'train_dataloader.sampler._delete_=True',
@@ -70,8 +71,8 @@ def run_variant(name, args):
     options = VARIANTS[name][1]
     work_dir = osp.join(args.work_dir, name)
     cmd = [
-        sys.executable,
-        osp.join(REPO, 'tools', 'train.py'), CONFIG, '--work-dir', work_dir,
+        sys.executable, '-m', 'lmclip_tools.train', CONFIG, '--work-dir',
+        work_dir,
         '--cfg-options', f'train_cfg.max_epochs={args.epochs}',
         f'train_cfg.val_interval={args.epochs}',
         f'randomness.seed={args.seed}', *options
@@ -122,5 +123,10 @@ def main(argv=None):
     return rows
 
 
-if __name__ == '__main__':
+def cli():
+    """``python tools/analysis/toy_ablation.py``."""
     main()
+
+
+if __name__ == '__main__':
+    cli()

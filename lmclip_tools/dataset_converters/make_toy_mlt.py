@@ -11,9 +11,8 @@ import os.path as osp
 import sys
 import time
 
-from lmclip_mm.datasets.mlt_format import (class_groups, count_classes,
-                                           parse_labels_file,
-                                           parse_split_file)
+from lmclip_mm.datasets.class_stats import class_groups, count_classes
+from lmclip_mm.datasets.mlt_format import parse_labels_file, parse_split_file
 from lmclip_mm.datasets.toy_mlt import (LABELS_FILE, TEST_FILE, TRAIN_FILE,
                                         ensure_toy_mlt)
 
@@ -39,7 +38,8 @@ def main(argv=None):
     train = parse_split_file(osp.join(args.root, TRAIN_FILE), len(classes))
     test = parse_split_file(
         osp.join(args.root, TEST_FILE), len(classes), allow_unlabeled=True)
-    head, middle, tail = class_groups(count_classes(train, len(classes)))
+    head, middle, tail = class_groups(
+        count_classes([r.labels for r in train], len(classes)))
     state = f'generated in {took:.1f} s' if made else 'already present'
     print(f'ToyMLT (seed {args.seed}) in {args.root}: {state}; '
           f'{len(classes)} classes, {len(train)} train / {len(test)} test '
@@ -47,5 +47,10 @@ def main(argv=None):
     return 0
 
 
-if __name__ == '__main__':
+def cli():
+    """``python tools/dataset_converters/make_toy_mlt.py``."""
     sys.exit(main())
+
+
+if __name__ == '__main__':
+    cli()

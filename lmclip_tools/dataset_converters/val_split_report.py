@@ -1,8 +1,9 @@
 """Per-class counts of the held-out validation split (split='val').
 
     python tools/dataset_converters/val_split_report.py VOCMLT data/voc_mlt
-    python tools/dataset_converters/val_split_report.py COCOMLT data/coco_mlt \\
-        [--val-fraction 0.1] [--val-seed 0] [--format markdown|tsv]
+    python tools/dataset_converters/val_split_report.py \\
+        COCOMLT data/coco_mlt [--val-fraction 0.1] [--val-seed 0] \\
+        [--format markdown|tsv]
     python tools/dataset_converters/val_split_report.py \\
         LongTailMultiLabelDataset data/my_lt --labels-file my_labels.txt \\
         --train-file my_train.txt --test-file my_test.txt
@@ -65,7 +66,7 @@ def report(dataset):
     rows.sort(key=lambda r: (-r[3], r[0]))  # by train frequency
     n_val = len(dataset.val_indices)
     summary = (f'{type(dataset).__name__}: {n_val} of '
-               f'{meta["num_train_images"]} train images held out as val '
+               f'{len(train)} train images held out as val '
                f'(val_fraction={dataset.val_fraction}, '
                f'val_seed={dataset.val_seed}); classes without a val image: '
                f'{sum(1 for r in rows if r[5] == 0)}')
@@ -94,5 +95,10 @@ def main(argv=None):
     return 0
 
 
-if __name__ == '__main__':
+def cli():
+    """``python tools/dataset_converters/val_split_report.py``."""
     sys.exit(main())
+
+
+if __name__ == '__main__':
+    cli()

@@ -109,12 +109,3 @@ def tiny_set(tmp_path):
         return root, tiny_args(root)
 
     return make
-
-
-@pytest.fixture(scope='session')
-def toy_root(tmp_path_factory) -> Path:
-    """One toy set generated for the whole session (seed 0)."""
-    from lmclip_mm.datasets.toy_mlt import generate_toy_mlt
-    root = tmp_path_factory.mktemp('toy') / 'toy_mlt'
-    generate_toy_mlt(str(root), seed=0)
-    return root

@@ -4,14 +4,15 @@ import os
 import pytest
 import torch
 
-#: passes the build-time image check (JPEG start and end markers)
-JPEG_STAND_IN = b'\xff\xd8\xff\xe0' + b'\x00' * 8 + b'\xff\xd9'
 from mmpretrain.registry import DATASETS
 
 from lmclip_mm.datasets.long_tail_multi_label_dataset import \
     LongTailMultiLabelDataset
 from lmclip_mm.datasets.mlt_format import (DatasetFileNotFoundError,
                                            DatasetFormatError)
+
+#: passes the build-time image check (JPEG start and end markers)
+JPEG_STAND_IN = b'\xff\xd8\xff\xe0' + b'\x00' * 8 + b'\xff\xd9'
 
 # The tiny set of conftest: classes cat(0), dog(1), 'hot dog'(2); train
 # images tr0 [0, 1], tr1 [0], tr2 [2, 0], tr3 [1] -> counts 3, 2, 1.

@@ -2,7 +2,6 @@
 import hashlib
 import multiprocessing as mp
 import os
-import runpy
 import time
 from collections import Counter
 from pathlib import Path
@@ -168,8 +167,8 @@ def test_two_processes_at_once(toy_root, tmp_path):
 
 
 def test_cli(tmp_path, capsys):
-    script = runpy.run_path(
-        str(REPO / 'tools' / 'dataset_converters' / 'make_toy_mlt.py'))
+    from lmclip_tools.dataset_converters import make_toy_mlt
+    script = vars(make_toy_mlt)
     root = tmp_path / 'toy'
     assert script['main']([str(root), '--seed', '3']) == 0
     out = capsys.readouterr().out

@@ -1,5 +1,5 @@
 """Test-only hook for the multi-process tests (imported through
-``custom_imports`` with ``tests/tools`` on PYTHONPATH)."""
+``custom_imports``; ``tests/helpers`` is on their PYTHONPATH)."""
 import json
 import os.path as osp
 

@@ -1,6 +1,6 @@
 """Test-only components for the reliability tests (exact resume, atomic
-checkpoints, divergence). Importable in-process (``sys.path``) and by
-training subprocesses (``PYTHONPATH`` + ``custom_imports``)."""
+checkpoints, divergence). Importable in-process and by
+training subprocesses (``custom_imports``; see ``lmclip_testing``)."""
 import os
 import random
 import signal

@@ -1,21 +1,9 @@
-import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
-
+"""Fixtures of the tool tests (paths and runners: ``lmclip_testing``)."""
 import numpy as np
 import pytest
+from lmclip_testing import (REPO, TINY_CFG, data_root_options,  # noqa: F401
+                            free_port, load_checkpoint_file, run_tool)
 from PIL import Image
-
-REPO = Path(__file__).resolve().parents[2]
-TINY_CFG = REPO / 'tests' / 'data' / 'tiny_cls.py'
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope='session')
@@ -31,37 +19,6 @@ def tiny_image_root(tmp_path_factory):
                 img = np.clip(base + rng.normal(0, 20, (32, 32, 3)), 0, 255)
                 Image.fromarray(img.astype(np.uint8)).save(d / f'{i}.png')
     return root
-
-
-def data_root_options(root):
-    return [
-        f'{k}.dataset.data_root={root}'
-        for k in ('train_dataloader', 'val_dataloader', 'test_dataloader')
-    ]
-
-
-def run_tool(args, cwd=REPO, timeout=600, env=None, check=True):
-    """Run a tools/ script in a fresh interpreter; return CompletedProcess."""
-    full_env = dict(os.environ)
-    full_env.setdefault('OMP_NUM_THREADS', '1')
-    full_env['PYTHONUNBUFFERED'] = '1'
-    if env:
-        full_env.update(env)
-    if args[0].endswith('.sh'):
-        cmd = ['bash', str(REPO / 'tools' / args[0])] + [str(a) for a in args[1:]]
-        full_env['PYTHON'] = sys.executable
-    else:
-        cmd = [sys.executable, str(REPO / 'tools' / args[0])] + [
-            str(a) for a in args[1:]
-        ]
-    proc = subprocess.run(
-        cmd, cwd=cwd, env=full_env, capture_output=True, text=True,
-        timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f'{" ".join(cmd)} failed ({proc.returncode}):\n'
-            f'{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}')
-    return proc
 
 
 @pytest.fixture(scope='session')
@@ -90,14 +47,6 @@ def new_port():
     """``new_port()`` gives a free loopback port (for module fixtures and
     tests that launch several distributed runs)."""
     return free_port
-
-
-def load_checkpoint_file(path):
-    """An mmengine checkpoint, loaded as the tools load it (weights-only,
-    with lmclip_mm's allow-list)."""
-    import lmclip_mm  # noqa: F401  (allow-lists mmengine's globals)
-    from mmengine.runner.checkpoint import _load_checkpoint
-    return _load_checkpoint(str(path), map_location='cpu')
 
 
 @pytest.fixture(scope='session')

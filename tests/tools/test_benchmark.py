@@ -54,14 +54,8 @@ def test_benchmark_parity_fails_when_the_math_differs(tool):
 
 
 def _benchmark_module():
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[2] / 'tools' / 'analysis' / \
-        'benchmark.py'
-    spec = importlib.util.spec_from_file_location('_bench_tool', path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from lmclip_tools.analysis import benchmark
+    return benchmark
 
 
 def test_benchmark_data_dir_defaults_inside_the_repository(tmp_path, capsys):

@@ -27,7 +27,6 @@ from pathlib import Path
 import pytest
 import torch
 
-HELPERS = Path(__file__).parent  # ddp_helpers.RecordLossHook
 ITERS = 26  # 804 images, global batch 32
 
 
@@ -53,16 +52,12 @@ def _losses(path):
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory, tool, new_port):
-    import os
-
     from lmclip_mm.datasets.toy_mlt import generate_toy_mlt
     tmp = tmp_path_factory.mktemp('ddp_eq')
     root = tmp / 'toy'
     generate_toy_mlt(str(root), seed=0)
     cfg = _config(tmp)
-    env = dict(PYTHONPATH=os.pathsep.join(
-        [str(HELPERS)] +
-        [p for p in [os.environ.get('PYTHONPATH')] if p]))
+    env = {}  # ddp_helpers is on the tools' PYTHONPATH (tool_env)
     data = f'train_dataloader.dataset.data_root={root}'
     one, two = tmp / 'one', tmp / 'two'
     tool(['train.py', cfg, '--work-dir', one, '--no-validate',

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .conftest import REPO, run_tool
+from lmclip_testing import REPO, run_tool
 
 CLASSES = ['red', 'green', 'blue', 'dark']
 PALETTE = [(220, 30, 30), (30, 200, 30), (30, 30, 220), (20, 20, 20)]

@@ -1,17 +1,11 @@
 """tools/analysis/fit_thresholds.py on the toy config's val split."""
-import os
-import sys
 
-import pytest
 import torch
-
-from .conftest import REPO
-
-sys.path.insert(0, str(REPO / 'tools' / 'analysis'))
+from lmclip_testing import REPO
 
 
 def test_fit_thresholds_tool_writes_a_checkpoint_predict_uses(tmp_path):
-    import fit_thresholds
+    from lmclip_tools.analysis import fit_thresholds
     from mmpretrain.registry import MODELS
 
     import lmclip_mm  # noqa: F401

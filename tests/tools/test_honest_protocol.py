@@ -2,7 +2,7 @@
 
 configs/lmclip_toy_mlt_tiny_honest.py trains on the train list minus a
 stratified val split, picks the best epoch on val and tests that checkpoint
-once on the test split after training (TestBestCheckpointHook).
+once on the test split after training (BestCheckpointTestHook).
 """
 import json
 import re
@@ -11,7 +11,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from .conftest import REPO
+from lmclip_testing import REPO
 
 HONEST_CFG = 'configs/lmclip_toy_mlt_tiny_honest.py'
 PAPER_CFG = 'configs/lmclip_toy_mlt_tiny.py'
@@ -57,7 +57,7 @@ def test_config_selects_the_val_split_and_the_hook():
     assert cfg.train_dataloader.dataset.holdout_val is True
     assert cfg.val_dataloader.dataset.split == 'val'
     assert cfg.test_dataloader.dataset.split == 'test'
-    assert cfg.default_hooks.test_best.type == 'TestBestCheckpointHook'
+    assert cfg.default_hooks.test_best.type == 'BestCheckpointTestHook'
     # everything else is the paper's config
     for key in ('model', 'optim_wrapper', 'param_scheduler'):
         assert cfg[key] == paper[key], key
@@ -131,4 +131,3 @@ def test_no_validation_means_no_test(tool, toy_root, tmp_path):
     assert 'no validation loop' in log and 'no best checkpoint' in log
     # it fails before training, not after
     assert not list(tmp_path.glob('epoch_*.pth'))
-

@@ -1,12 +1,7 @@
 """tools/infer.py prints the model's predicted labels (pred_label, with the
 checkpoint's fitted class thresholds) after the top-k rows."""
-import sys
-
 import torch
-
-from .conftest import REPO
-
-sys.path.insert(0, str(REPO / 'tools'))
+from lmclip_testing import REPO
 
 
 def toy_checkpoint(tmp_path, thresholds=None):
@@ -30,7 +25,7 @@ def toy_checkpoint(tmp_path, thresholds=None):
 
 def test_infer_prints_predicted_labels_from_class_thresholds(tmp_path,
                                                              capsys):
-    import infer
+    from lmclip_tools import infer
 
     from lmclip_mm.datasets.toy_mlt import CLASSES
 
@@ -59,7 +54,7 @@ def test_infer_prints_predicted_labels_from_class_thresholds(tmp_path,
 def test_toy_model_takes_photos_of_any_size(tmp_path, capsys, real_photos):
     """The toy config's test pipeline resizes (LoadResizedImage): ordinary
     photos of different sizes, in one batch, are classified."""
-    import infer
+    from lmclip_tools import infer
     ckpt = toy_checkpoint(tmp_path)
     images = [real_photos['china'], real_photos['small'],
               real_photos['rgba']]  # 640x427, 150x100, PNG with alpha

@@ -1,8 +1,7 @@
 import pytest
-import torch
 from mmengine.config import Config
 
-from lmclip_mm.utils import launch
+from lmclip_tools import launch
 
 
 def _cfg():
@@ -69,7 +68,7 @@ def test_device_agnostic_ddp_is_registered_under_the_root_lookup():
 
 
 def test_trust_from_cli_includes_clip_weights_file(tmp_path):
-    from lmclip_mm.utils import checkpoint as ckpt_utils
+    from lmclip_mm.fileio import checkpoint_safety as ckpt_utils
     weights = tmp_path / 'w.pt'
     weights.write_bytes(b'x')
     ckpt_utils.untrust_all()
@@ -132,11 +131,12 @@ def test_registry_error_names_the_config_key_and_the_closest_name():
 
 
 def test_run_cli_prints_a_registry_error_as_one_line(capsys, monkeypatch):
-    cfg = launch.track_config(Config(dict(model=dict(type='LMCLIPClasifier'))))
+    cfg = Config(dict(model=dict(type='LMCLIPClasifier')))
     err = _build_error(cfg.model)
 
     def main(argv):
-        raise err
+        with launch.config_errors(cfg):  # names the config key
+            raise err
 
     monkeypatch.delenv('LMCLIP_TRACEBACK', raising=False)
     with pytest.raises(SystemExit) as exc:
@@ -155,4 +155,12 @@ def test_run_cli_prints_a_registry_error_as_one_line(capsys, monkeypatch):
     monkeypatch.delenv('LMCLIP_TRACEBACK')
     with pytest.raises(KeyError):
         launch.run_cli(other)
-    launch.track_config(None)
+
+    def outside(argv):  # no config to name: the type and the registry only
+        raise err
+
+    with pytest.raises(SystemExit):
+        launch.run_cli(outside)
+    assert capsys.readouterr().err == (
+        "error: type 'LMCLIPClasifier' is not registered in "
+        "mmpretrain::model; did you mean 'LMCLIPClassifier'?\n")

@@ -22,7 +22,6 @@ def _options(root, *extra):
                       'test_dataloader')] + list(extra)
 
 
-
 def _records(work_dir):
     records = []
     for log in sorted(work_dir.glob('*/vis_data/scalars.json')):
@@ -32,14 +31,6 @@ def _records(work_dir):
 
 def _val(work_dir):
     return [r for r in _records(work_dir) if 'long-tail/mAP' in r]
-
-
-@pytest.fixture(scope='module')
-def toy_root(tmp_path_factory):
-    from lmclip_mm.datasets.toy_mlt import generate_toy_mlt
-    root = tmp_path_factory.mktemp('toy_dist') / 'toy'
-    generate_toy_mlt(str(root), seed=0)
-    return root
 
 
 @pytest.fixture(scope='module')

@@ -82,7 +82,7 @@ def _check(runner, seen, metrics, train_labels):
     assert model.classes == tuple(CLASSES)
     # class weights from counts computed with get_cat_ids
     counts = [sum(c in labels for labels in train_labels) for c in range(4)]
-    from lmclip_mm.datasets.class_weights import class_weights
+    from lmclip_mm.datasets.class_stats import class_weights
     expected = class_weights(counts, len(train_labels), 1.0)
     np.testing.assert_allclose(model.loss_module.class_weight.numpy(),
                                expected, rtol=1e-6)
@@ -173,7 +173,7 @@ def test_voc(tmp_path):
     assert model.classes == tuple(voc_classes)
     counts = [sum(c in lab for lab in train) for c in range(20)]
     assert count_classes(runner.train_dataloader.dataset) == (counts, 40)
-    from lmclip_mm.datasets.class_weights import class_weights
+    from lmclip_mm.datasets.class_stats import class_weights
     np.testing.assert_allclose(model.loss_module.class_weight.numpy(),
                                class_weights(counts, 40, 1.0), rtol=1e-6)
     assert all(c.startswith('a photo of a ') for c in seen['captions'])

@@ -1,21 +1,15 @@
 """tools/analysis/plot_class_ap.py: the figure's elements (issue 15,
 item 13), checked on the matplotlib objects of the rendered figure."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
+from lmclip_testing import REPO
 
 
 @pytest.fixture(scope='module')
 def mod():
-    spec = importlib.util.spec_from_file_location(
-        '_plot_class_ap', REPO / 'tools' / 'analysis' / 'plot_class_ap.py')
-    m = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(m)
-    return m
+    from lmclip_tools.analysis import plot_class_ap
+    return plot_class_ap
 
 
 # 20 toy-like classes from 4 to 280 train images; the rightmost point has
@@ -27,7 +21,7 @@ TOY_AP = [47, 69, 64, 68, 84, 79, 65, 63, 64, 88, 75, 95, 80, 73, 100, 96,
 
 
 def _meta(counts, names=None):
-    from lmclip_mm.datasets.mlt_format import class_groups
+    from lmclip_mm.datasets.class_stats import class_groups
     head, middle, tail = class_groups(counts)
     names = names or [f'class {i}' for i in range(len(counts))]
     return dict(classes=names, class_counts=counts, head_classes=head,

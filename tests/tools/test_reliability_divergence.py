@@ -2,14 +2,12 @@
 loss stops the run with the iteration and the loss terms, the last good
 checkpoint stays the last one (one process, and two gloo processes where
 only rank 1 diverges: both stop, none hangs)."""
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-HELPERS = REPO / 'tests' / 'engine'  # reliability_helpers.py
 
 CONFIG = '''
 default_scope = 'mmpretrain'
@@ -40,10 +38,9 @@ def write_config(tmp_path, nan_at, mode='stop', nan_rank=None):
 
 
 def env(extra=None):
-    e = dict(PYTHONPATH=os.pathsep.join(
-        [str(HELPERS)] + [p for p in [os.environ.get('PYTHONPATH')] if p]))
-    e.update(extra or {})
-    return e
+    """Extra environment of a run (the tools find reliability_helpers on
+    their PYTHONPATH: lmclip_testing.tool_env)."""
+    return dict(extra or {})
 
 
 def load(path):

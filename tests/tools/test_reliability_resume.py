@@ -6,16 +6,15 @@ Parametrised by config: add a :class:`Case` to ``CASES`` (e.g. the LM-CLIP
 toy config) with the cfg-options it needs and the python text appended to
 the derived config (sampler, random augmentation, ...)."""
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import pytest
 import torch
+from lmclip_testing import TINY_CFG
 
 REPO = Path(__file__).resolve().parents[2]
-HELPERS = REPO / 'tests' / 'engine'  # reliability_helpers.py
 
 
 @dataclass
@@ -44,7 +43,7 @@ train_dataloader = dict(
 CASES = [
     Case(
         id='tiny_cls',
-        config=REPO / 'tests' / 'data' / 'tiny_cls.py',
+        config=TINY_CFG,
         options=lambda request: request.getfixturevalue('tiny_options'),
         extra=TINY_EXTRA),  # 8 images, batch 2: 4 iterations per epoch
     # the LM-CLIP quickstart (its toy set is generated on first use)
@@ -83,10 +82,8 @@ train_cfg = dict(max_epochs={case.max_epochs})
 
 
 def train(tool, config, work_dir, options, *extra, check=True):
-    env = dict(PYTHONPATH=os.pathsep.join(
-        [str(HELPERS)] + [p for p in [os.environ.get('PYTHONPATH')] if p]))
     return tool(['train.py', config, '--work-dir', work_dir, *extra,
-                 '--cfg-options', *options], env=env, check=check)
+                 '--cfg-options', *options], check=check)
 
 
 def load(path):

@@ -1,18 +1,11 @@
 """tools/train.py's CLI-to-config merging (in-process)."""
-import importlib.util
-from pathlib import Path
-
+from lmclip_testing import REPO
 from mmengine.config import Config
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _train_module():
-    spec = importlib.util.spec_from_file_location(
-        'lmclip_train_tool', REPO / 'tools' / 'train.py')
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from lmclip_tools import train
+    return train
 
 
 def test_amp_keeps_the_divergence_guard():

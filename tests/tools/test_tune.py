@@ -4,7 +4,6 @@ unless asked, trial configs, the pruning hook, interrupted trials re-queued,
 and end to end on the toy set with the tiny model: an Optuna study with
 pruning, a diverged trial, a SIGKILLed tuner resumed; the Ray backend."""
 import copy
-import importlib.util
 import json
 import os
 import signal
@@ -22,17 +21,20 @@ REPO = Path(__file__).resolve().parents[2]
 TOY_CFG = REPO / 'configs' / 'lmclip_toy_mlt_tiny.py'
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location(
-        '_tune_tool', REPO / 'tools' / 'tune.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+TUNE_MODULES = ('space', 'trial_config', 'trials', 'optuna_backend',
+                'ray_backend', 'report', 'main')
 
 
 @pytest.fixture(scope='module')
 def tune_tool():
-    return load_tool()
+    """The functions of ``lmclip_tools.tune``'s modules in one namespace."""
+    import importlib
+    names = {}
+    for name in TUNE_MODULES:
+        module = importlib.import_module(f'lmclip_tools.tune.{name}')
+        names.update({k: v for k, v in vars(module).items()
+                      if not k.startswith('__')})
+    return SimpleNamespace(**names)
 
 
 @pytest.fixture(scope='module')
@@ -63,7 +65,7 @@ def test_default_is_the_papers_search(tune_tool, toy_cfg):
     assert tune_tool.pruner_spec(tune, 50) == dict(
         type='SuccessiveHalvingPruner', min_resource=5, reduction_factor=2,
         min_early_stopping_rate=0)
-    from lmclip_mm.engine.hooks.optuna_pruning_hook import build_pruner
+    from lmclip_tools.tune.optuna_utils import build_pruner
     assert isinstance(build_pruner(tune_tool.pruner_spec(tune, 50)),
                       optuna.pruners.SuccessiveHalvingPruner)
     dists = {n: tune_tool.optuna_distribution(s)
@@ -98,7 +100,7 @@ def test_tune_dict_merges_over_the_default(tune_tool, toy_cfg):
 
 
 def test_metric_resolved_by_suffix():
-    from lmclip_mm.engine.hooks.trial_report_hook import resolve_metric
+    from lmclip_tools.tune.hooks import resolve_metric
     metrics = {'long-tail/mAP': 1.0, 'long-tail/mAP_tail': 2.0}
     assert resolve_metric(metrics, 'mAP_tail') == 'long-tail/mAP_tail'
     assert resolve_metric({'multi-label/mAP_tail': 1}, 'mAP_tail') == \
@@ -117,7 +119,7 @@ def test_trial_config(tune_tool, toy_cfg, tmp_path):
                   sampler_power=1.25, class_weight_power=1.75)
     hook = dict(type='TrialReportHook')
     base = copy.deepcopy(toy_cfg)
-    base.default_hooks.test_best = dict(type='TestBestCheckpointHook')
+    base.default_hooks.test_best = dict(type='BestCheckpointTestHook')
     cfg = tune_tool.build_trial_config(base, tune, params,
                                        str(tmp_path), hook, False)
     assert cfg.train_dataloader.batch_size == 16
@@ -259,7 +261,7 @@ def fake_runner(tmp_path, epoch, max_epochs=3):
 
 
 def test_optuna_pruning_hook(tmp_path):
-    from lmclip_mm.engine.hooks import OptunaPruningHook
+    from lmclip_tools.tune.hooks import OptunaPruningHook
     url = f'sqlite:///{tmp_path}/s.db'
     pruner = dict(type='SuccessiveHalvingPruner', min_resource=1,
                   reduction_factor=2, min_early_stopping_rate=0)
@@ -294,7 +296,7 @@ def test_optuna_pruning_hook(tmp_path):
 
 
 def test_trial_report_hook_only_while_training(tmp_path):
-    from lmclip_mm.engine.hooks import TrialReportHook
+    from lmclip_tools.tune.hooks import TrialReportHook
     hook = TrialReportHook(metric='mAP', rule='less')
     hook.after_val_epoch(fake_runner(tmp_path, 1), {'a/mAP': 1.0})
     assert not (tmp_path / 'trial_report.json').exists()  # tools/test.py
@@ -341,7 +343,9 @@ def test_interrupted_tuner_stops_and_requeues_its_trial(
     trial's values are queued again, the interrupt goes on."""
     sleeper = tmp_path / 'sleep.py'
     sleeper.write_text('import time\ntime.sleep(120)\n')
-    monkeypatch.setattr(tune_tool, 'TRAIN_PY', str(sleeper))
+    from lmclip_tools.tune import optuna_backend
+    monkeypatch.setattr(optuna_backend, 'TRAIN_CMD',
+                        (sys.executable, str(sleeper)))
     study = optuna.create_study(study_name='s',
                                 storage=f'sqlite:///{tmp_path}/s.db')
     trial = study.ask()
@@ -401,7 +405,8 @@ def tune_cmd(cfg, work, *extra):
 
 
 def tool_env():
-    return dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+    from lmclip_testing import tool_env
+    return tool_env()
 
 
 def wait_for(predicate, timeout, what):

@@ -5,7 +5,7 @@ from typing import Iterator
 from mmengine.dataset import DefaultSampler
 from mmpretrain.registry import DATA_SAMPLERS
 
-from ...datasets.samplers.resumable import ResumableSamplerMixin
+from .resumable import ResumableSamplerMixin
 
 
 @DATA_SAMPLERS.register_module()

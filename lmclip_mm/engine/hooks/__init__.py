@@ -1,13 +1,12 @@
 # Copyright (c) lmclip_mm authors.
-from .dataset_meta_hook import DatasetMetaHook
+"""Hooks a config names; importing this package registers them in
+mmpretrain's ``HOOKS``. (The tuner's reporting hooks belong to
+``tools/tune.py``: :mod:`lmclip_tools.tune.hooks`.)"""
 from .atomic_checkpoint_hook import AtomicCheckpointHook
+from .best_checkpoint_test_hook import BestCheckpointTestHook
+from .dataset_meta_hook import DatasetMetaHook
 from .exact_resume_hook import ExactResumeHook
-from .test_best_checkpoint_hook import TestBestCheckpointHook
 from .train_map_hook import TrainMAPHook
-from .trial_report_hook import TrialReportHook
-from .optuna_pruning_hook import OptunaPruningHook
-from .ray_tune_report_hook import RayTuneReportHook
 
 __all__ = ['DatasetMetaHook', 'AtomicCheckpointHook', 'ExactResumeHook',
-           'TrialReportHook', 'OptunaPruningHook', 'RayTuneReportHook',
-           'TestBestCheckpointHook', 'TrainMAPHook']
+           'BestCheckpointTestHook', 'TrainMAPHook']

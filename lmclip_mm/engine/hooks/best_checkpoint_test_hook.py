@@ -9,7 +9,7 @@ from mmpretrain.registry import HOOKS
 
 
 @HOOKS.register_module()
-class TestBestCheckpointHook(Hook):
+class BestCheckpointTestHook(Hook):
     """After training, load the best checkpoint and run the test loop once.
 
     With the validation loop on a held-out split (``split='val'``), the
@@ -22,7 +22,7 @@ class TestBestCheckpointHook(Hook):
 
     Config (the ``configs/*_honest.py`` files do this)::
 
-        default_hooks = dict(test_best=dict(type='TestBestCheckpointHook'))
+        default_hooks = dict(test_best=dict(type='BestCheckpointTestHook'))
 
     The config needs ``test_dataloader`` / ``test_evaluator`` / ``test_cfg``
     and a checkpoint hook with ``save_best``.
@@ -33,7 +33,6 @@ class TestBestCheckpointHook(Hook):
             Defaults to its first key.
     """
 
-    __test__ = False  # not a pytest test class despite its name
     priority = 'LOW'  # after the NORMAL hooks; before VERY_LOW checkpoint
     RESULT_FILE = 'test_best_checkpoint.json'
 
@@ -45,7 +44,7 @@ class TestBestCheckpointHook(Hook):
         hooks = [h for h in runner.hooks if isinstance(h, CheckpointHook)]
         if not hooks or not hooks[0].save_best:
             raise RuntimeError(
-                'TestBestCheckpointHook: the config has no checkpoint hook '
+                'BestCheckpointTestHook: the config has no checkpoint hook '
                 "with save_best (default_hooks.checkpoint.save_best='...'), "
                 'so there is no best checkpoint to test')
         return hooks[0]
@@ -57,16 +56,16 @@ class TestBestCheckpointHook(Hook):
         if self.metric is not None and self.metric not in keys \
                 and keys != ['auto']:
             raise ValueError(
-                f'TestBestCheckpointHook: metric={self.metric!r} is not one '
+                f'BestCheckpointTestHook: metric={self.metric!r} is not one '
                 f"of the checkpoint hook's save_best keys {keys}")
         if getattr(runner, '_val_loop', None) is None:
             raise RuntimeError(
-                'TestBestCheckpointHook: no validation loop (--no-validate '
+                'BestCheckpointTestHook: no validation loop (--no-validate '
                 'or no val_dataloader), so no best checkpoint would be '
                 'saved and the test split would not be evaluated')
         if getattr(runner, '_test_loop', None) is None:
             raise RuntimeError(
-                'TestBestCheckpointHook: the config has no test_dataloader / '
+                'BestCheckpointTestHook: the config has no test_dataloader / '
                 'test_evaluator / test_cfg')
 
     def _best(self, runner):
@@ -86,14 +85,15 @@ class TestBestCheckpointHook(Hook):
         key, path, score = self._best(runner)
         if not path:
             raise RuntimeError(
-                'TestBestCheckpointHook: no best checkpoint was saved (did '
+                'BestCheckpointTestHook: no best checkpoint was saved (did '
                 'the validation loop run? --no-validate disables it), so the '
                 'test split was not evaluated')
         barrier()  # rank 0 wrote the file
         runner.logger.info(
-            f'TestBestCheckpointHook: testing the best checkpoint by {key} '
+            f'BestCheckpointTestHook: testing the best checkpoint by {key} '
             f'on {runner.val_loop.dataloader.dataset.__class__.__name__} '
-            f'split={getattr(runner.val_loop.dataloader.dataset, "split", "?")}'
+            f'split='
+            f'{getattr(runner.val_loop.dataloader.dataset, "split", "?")}'
             f' (score {score}): {path}')
         runner.load_checkpoint(path, map_location='cpu')
         metrics = runner.test_loop.run()
@@ -105,7 +105,7 @@ class TestBestCheckpointHook(Hook):
             out = osp.join(runner.work_dir, self.RESULT_FILE)
             with open(out, 'w') as f:
                 json.dump(self.result, f, indent=2)
-            runner.logger.info(f'TestBestCheckpointHook: test metrics of '
+            runner.logger.info(f'BestCheckpointTestHook: test metrics of '
                                f'the best checkpoint written to {out}')
 
 
@@ -116,3 +116,8 @@ def _plain(value):
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+# the name of the first releases (configs written for them keep working)
+HOOKS.register_module(name='TestBestCheckpointHook',
+                      module=BestCheckpointTestHook)

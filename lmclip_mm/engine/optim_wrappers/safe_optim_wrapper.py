@@ -7,9 +7,9 @@ import torch
 import torch.distributed as torch_dist
 from mmengine.dist import get_rank, get_world_size
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapper
 from mmpretrain.registry import OPTIM_WRAPPERS
+from mmpretrain.utils import get_ori_model
 
 ON_NONFINITE = ('stop', 'skip')
 
@@ -95,7 +95,7 @@ class SafeOptimWrapperMixin:
             yield
 
     def _watch(self, model: torch.nn.Module) -> None:
-        module = model.module if is_model_wrapper(model) else model
+        module = get_ori_model(model)
         self._module = module
         current = module.__dict__.get('parse_losses')
         if getattr(current, '_lmclip_loss_recorder', False):

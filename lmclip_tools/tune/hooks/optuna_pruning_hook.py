@@ -4,25 +4,8 @@ from typing import Dict, Optional
 
 from mmpretrain.registry import HOOKS
 
+from ..optuna_utils import build_pruner, sqlite_engine_kwargs
 from .trial_report_hook import TrialReportHook
-
-
-def build_pruner(spec: Optional[Dict]):
-    """An Optuna pruner from ``dict(type='SuccessiveHalvingPruner', ...)``
-    (any class of ``optuna.pruners``); None gives ``NopPruner``."""
-    import optuna
-    if spec is None:
-        return optuna.pruners.NopPruner()
-    spec = dict(spec)
-    cls = getattr(optuna.pruners, spec.pop('type'))
-    return cls(**spec)
-
-
-def sqlite_engine_kwargs(url: str) -> Dict:
-    """Wait for SQLite's lock instead of failing (several processes)."""
-    if url.startswith('sqlite'):
-        return dict(connect_args=dict(timeout=120))
-    return {}
 
 
 @HOOKS.register_module()

@@ -3,7 +3,7 @@ import pytest
 from mmengine.dataset import DefaultSampler
 from mmengine.dataset import sampler as mm_sampler
 
-from lmclip_mm.engine.samplers import ResumableDefaultSampler
+from lmclip_mm.datasets.samplers import ResumableDefaultSampler
 from mmpretrain.registry import DATA_SAMPLERS
 
 

@@ -3,7 +3,6 @@ checkpoint or a dangling ``last_checkpoint`` (children SIGKILLed mid-write),
 and every checkpoint file and the pointer go through the atomic write."""
 import os
 import signal
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,12 +12,11 @@ from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import _load_checkpoint
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import reliability_helpers  # noqa: E402,F401  (registers the test backends)
+import reliability_helpers  # noqa: F401  (registers the test backends)
 
-from lmclip_mm.engine.hooks import AtomicCheckpointHook  # noqa: E402
-from lmclip_mm.fileio import atomic_local_backend  # noqa: E402
-from lmclip_mm.fileio.atomic_local_backend import TEMP_SUFFIX  # noqa: E402
+from lmclip_mm.engine.hooks import AtomicCheckpointHook
+from lmclip_mm.fileio import atomic_local_backend
+from lmclip_mm.fileio.atomic_local_backend import TEMP_SUFFIX
 
 _counter = [0]
 

@@ -1,4 +1,4 @@
-"""TestBestCheckpointHook: which checkpoint it tests and when it refuses.
+"""BestCheckpointTestHook: which checkpoint it tests and when it refuses.
 
 The end-to-end run is in tests/tools/test_honest_protocol.py.
 """
@@ -9,7 +9,7 @@ import pytest
 from mmengine.hooks import CheckpointHook
 from mmengine.logging import MessageHub, MMLogger
 
-from lmclip_mm.engine.hooks import TestBestCheckpointHook
+from lmclip_mm.engine.hooks import BestCheckpointTestHook
 
 
 class _Loop:
@@ -51,7 +51,7 @@ def test_tests_the_first_save_best_key_by_default(tmp_path):
         'best_score_a/mAP': 61.5,
         'best_ckpt_a/mAP_tail': '/w/best_a_mAP_tail_epoch_3.pth',
         'best_score_a/mAP_tail': 40.0})
-    hook = TestBestCheckpointHook()
+    hook = BestCheckpointTestHook()
     hook.before_train(runner)
     hook.after_train(runner)
     assert runner.loaded == ['/w/best_a_mAP_epoch_2.pth']
@@ -68,7 +68,7 @@ def test_metric_picks_another_save_best_key(tmp_path):
         'best_ckpt_a/mAP': '/w/best_a_mAP_epoch_2.pth',
         'best_ckpt_a/mAP_tail': '/w/best_a_mAP_tail_epoch_3.pth',
         'best_score_a/mAP_tail': 40.0})
-    hook = TestBestCheckpointHook(metric='a/mAP_tail')
+    hook = BestCheckpointTestHook(metric='a/mAP_tail')
     hook.before_train(runner)
     hook.after_train(runner)
     assert runner.loaded == ['/w/best_a_mAP_tail_epoch_3.pth']
@@ -78,7 +78,7 @@ def test_metric_picks_another_save_best_key(tmp_path):
 def test_single_save_best_key(tmp_path):
     runner = _runner(tmp_path, save_best=('a/mAP',), hub_info={
         'best_ckpt': '/w/best_a_mAP_epoch_1.pth', 'best_score': 12.0})
-    hook = TestBestCheckpointHook()
+    hook = BestCheckpointTestHook()
     hook.before_train(runner)
     hook.after_train(runner)
     assert runner.loaded == ['/w/best_a_mAP_epoch_1.pth']
@@ -93,12 +93,12 @@ def test_single_save_best_key(tmp_path):
 def test_refuses_before_training(tmp_path, kwargs, hook_kwargs, match):
     runner = _runner(tmp_path, **kwargs)
     with pytest.raises((RuntimeError, ValueError), match=match):
-        TestBestCheckpointHook(**hook_kwargs).before_train(runner)
+        BestCheckpointTestHook(**hook_kwargs).before_train(runner)
 
 
 def test_no_best_checkpoint_is_an_error(tmp_path):
     runner = _runner(tmp_path)
-    hook = TestBestCheckpointHook()
+    hook = BestCheckpointTestHook()
     hook.before_train(runner)
     with pytest.raises(RuntimeError, match='no best checkpoint was saved'):
         hook.after_train(runner)

@@ -2,8 +2,6 @@
 (in-process runners, interrupted by an exception after a checkpoint)."""
 import copy
 import random
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,10 +9,9 @@ import torch
 from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import reliability_helpers  # noqa: E402,F401  (test components)
+import reliability_helpers  # noqa: F401  (test components)
 
-from lmclip_mm.engine.hooks.exact_resume_hook import (  # noqa: E402
+from lmclip_mm.engine.hooks.exact_resume_hook import (
     ExactResumeError, capture_rng_state, restore_rng_state)
 
 ITERS_PER_EPOCH = 4  # 10 samples, batch 3 (last batch 1)

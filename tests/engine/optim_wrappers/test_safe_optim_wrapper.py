@@ -1,7 +1,6 @@
 """SafeOptimWrapper: stop (or skip) on non-finite losses/gradients, naming
 the iteration and the loss terms, without stepping and without a new
 checkpoint."""
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,10 +9,9 @@ from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import _load_checkpoint
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import reliability_helpers  # noqa: E402,F401
+import reliability_helpers  # noqa: F401
 
-from lmclip_mm.engine.optim_wrappers import (  # noqa: E402
+from lmclip_mm.engine.optim_wrappers import (
     SafeAmpOptimWrapper, SafeOptimWrapper, TrainingDivergedError)
 
 ITERS_PER_EPOCH = 3  # 6 samples, batch 2

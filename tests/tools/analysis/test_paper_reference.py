@@ -1,5 +1,5 @@
-"""lmclip_mm.utils.benchmark: the baseline's loss transcriptions and the
-generated stand-in dataset, against independent computations."""
+"""lmclip_tools.analysis.paper_reference: the baseline's loss transcriptions
+and the generated stand-in dataset, against independent computations."""
 import os.path as osp
 
 import numpy as np
@@ -14,7 +14,7 @@ from lmclip_mm.datasets.mlt_format import (parse_captions_file,
 from lmclip_mm.models.losses.balanced_asymmetric_loss import \
     BalancedAsymmetricLoss
 from lmclip_mm.models.losses.clip_contrastive_loss import CLIPContrastiveLoss
-from lmclip_mm.utils import benchmark as B
+from lmclip_tools.analysis import paper_reference as B
 
 
 @pytest.mark.parametrize('shift', [0.0, -30.0])  # -30: every logit < 0

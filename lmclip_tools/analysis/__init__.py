@@ -1,0 +1,2 @@
+# Copyright (c) lmclip_mm authors.
+"""The code of ``tools/analysis/``."""

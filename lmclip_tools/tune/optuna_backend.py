@@ -1,0 +1,264 @@
+# Copyright (c) lmclip_mm authors.
+"""The Optuna backend: a study in an RDB storage; each trial is a
+``tools/train.py`` process whose :class:`OptunaPruningHook` reports to it."""
+import json
+import os
+import os.path as osp
+import subprocess
+import time
+import warnings
+
+from .report import finish
+from .space import TuneError, build_sampler, fmt_params, pruner_spec, suggest
+from .trial_config import build_trial_config, complete_points
+from .trials import (HOST, TRAIN_CMD, TrialCrashed, TrialFailed,
+                     _die_with_parent, error_line, is_trial_error, log,
+                     process_token, prune_checkpoints, read_report)
+
+
+def counted_trials(study):
+    """Trials that count towards ``--n-trials``: complete, pruned, and
+    failed by themselves (diverged). Trials of a killed tuner do not count
+    (they are re-queued)."""
+    from optuna.trial import TrialState
+    return [
+        t for t in study.get_trials(deepcopy=False)
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
+            t.state == TrialState.FAIL and 'fail_reason' in t.user_attrs)
+    ]
+
+
+def requeue(study, trial):
+    """Queue the values of an interrupted trial again (a new trial)."""
+    import optuna
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs={'retry_of': trial.number}))
+
+
+def recover_interrupted(study):
+    """RUNNING trials whose tuner process on this host is gone (killed):
+    mark them FAIL (``interrupted``) and queue their values again. Trials
+    of other hosts are left to the storage heartbeat."""
+    from optuna.trial import TrialState
+    storage = study._storage
+    found = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        attrs = t.user_attrs
+        if attrs.get('host') != HOST or 'pid' not in attrs:
+            continue
+        if process_token(attrs['pid']) == attrs.get('pid_token'):
+            continue  # still running (another worker on this host)
+        storage.set_trial_user_attr(t._trial_id, 'interrupted',
+                                    'tuner process gone')
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        requeue(study, t)
+        found.append(t.number)
+    if found:
+        log(f'trials {found} were running when their tuner was killed: '
+            'marked FAIL (interrupted) and queued again')
+    return found
+
+
+class OptunaObjective:
+    """One trial: ``tools/train.py`` on the trial config, in a child
+    process; the child's :class:`OptunaPruningHook` reports to the study."""
+
+    def __init__(self, base, tune, work_dir, storage_url, study_name,
+                 pruner, allow_test):
+        self.base = base
+        self.tune = tune
+        self.work_dir = work_dir
+        self.storage_url = storage_url
+        self.study_name = study_name
+        self.pruner = pruner
+        self.allow_test = allow_test
+        self.max_epochs = int(base.train_cfg.max_epochs)
+
+    def __call__(self, trial):
+        import optuna
+        pid = os.getpid()
+        trial.set_user_attr('host', HOST)
+        trial.set_user_attr('pid', pid)
+        trial.set_user_attr('pid_token', process_token(pid))
+        params = {name: suggest(trial, name, spec)
+                  for name, spec in self.tune['space'].items()}
+        trial_dir = osp.join(self.work_dir, f'trial_{trial.number}')
+        os.makedirs(trial_dir, exist_ok=True)
+        trial.set_user_attr('work_dir', trial_dir)
+        hook = dict(
+            type='OptunaPruningHook', storage=self.storage_url,
+            study_name=self.study_name, trial_id=trial._trial_id,
+            pruner=self.pruner, metric=self.tune['metric'],
+            rule='greater' if self.tune['mode'] == 'max' else 'less')
+        cfg = build_trial_config(self.base, self.tune, params, trial_dir,
+                                 hook, self.allow_test)
+        cfg_path = osp.join(trial_dir, 'trial_config.py')
+        cfg.dump(cfg_path)
+        log_path = osp.join(trial_dir, 'tune_trial.log')
+        log(f'trial {trial.number} started: {fmt_params(params)} '
+            f'({trial_dir})')
+        start = time.time()
+        rc = self._train(cfg_path, trial_dir, log_path, trial)
+        seconds = time.time() - start
+        trial.set_user_attr('seconds', round(seconds, 1))
+        report = read_report(trial_dir)
+        if self.tune['keep_checkpoints'] == 'best':
+            prune_checkpoints(trial_dir)
+        if report:
+            trial.set_user_attr('metric', report['metric'])
+            trial.set_user_attr('epochs', report['history'][-1][0])
+            trial.set_user_attr('best', report['best'])
+            trial.set_user_attr('best_epoch', report['best_epoch'])
+        if rc != 0:
+            with open(log_path, errors='replace') as f:
+                reason = error_line(f.read())
+            trial.set_user_attr('fail_reason', reason)
+            log(f'trial {trial.number} failed after {seconds:.1f} s: '
+                f'{reason} (log: {log_path})')
+            if is_trial_error(reason):
+                raise TrialFailed(reason)
+            raise TrialCrashed(
+                f'trial {trial.number} failed: {reason}; see {log_path}. '
+                'The study stops: this is not a divergence of the trial')
+        if not report:
+            reason = 'no validation ran (val_dataloader missing?)'
+            trial.set_user_attr('fail_reason', reason)
+            raise TrialCrashed(f'trial {trial.number}: {reason}')
+        value = report['best'] if self.tune['objective'] == 'best' \
+            else report['last']
+        if report['stopped_epoch'] is not None:
+            log(f'trial {trial.number} pruned after epoch '
+                f'{report["stopped_epoch"]} ({report["metric"]}='
+                f'{report["last"]:.4f}, {seconds:.1f} s)')
+            raise optuna.TrialPruned(
+                f'after epoch {report["stopped_epoch"]}')
+        log(f'trial {trial.number} complete: {report["metric"]}={value:.4f} '
+            f'(epoch {report["best_epoch"]} of {report["history"][-1][0]}, '
+            f'{seconds:.1f} s)')
+        return value
+
+    def _train(self, cfg_path, trial_dir, log_path, trial):
+        env = dict(os.environ, PYTHONUNBUFFERED='1')
+        cmd = [*TRAIN_CMD, cfg_path, '--work-dir', trial_dir]
+        with open(log_path, 'w') as out:
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                preexec_fn=_die_with_parent if os.name == 'posix' else None)
+            trial.set_user_attr('train_pid', proc.pid)
+            try:
+                return proc.wait()
+            except BaseException:
+                # Ctrl-C or an error of the tuner: stop the trial, queue its
+                # values again, then let Optuna record it
+                proc.kill()
+                proc.wait()
+                trial.set_user_attr('interrupted', 'tuner interrupted')
+                requeue(trial.study, trial.study._storage.get_trial(
+                    trial._trial_id))
+                raise
+
+
+def _open_storage(url, heartbeat):
+    import optuna
+    from optuna.exceptions import ExperimentalWarning
+    from .optuna_utils import sqlite_engine_kwargs
+    kwargs = {}
+    if heartbeat:
+        kwargs = dict(heartbeat_interval=heartbeat,
+                      grace_period=max(4 * heartbeat, 120),
+                      heartbeat_stale_trial_callback=requeue)
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=sqlite_engine_kwargs(url), **kwargs)
+        except Exception:  # workers creating the tables at once
+            if attempt == 4:
+                raise
+            time.sleep(1 + attempt)
+
+
+def run_optuna(args, base, tune):
+    import optuna
+    work_dir = base.work_dir
+    storage_url = args.storage or \
+        f'sqlite:///{osp.join(work_dir, "study.db")}'
+    study_name = args.study_name
+    storage = _open_storage(storage_url, args.heartbeat)
+    names = optuna.study.get_all_study_names(storage)
+    exists = study_name in names
+    if exists and not (args.resume or args.storage):
+        raise TuneError(
+            f'study {study_name!r} already exists in {storage_url}: pass '
+            '--resume to continue it, or use another --work-dir / '
+            '--study-name')
+    if args.resume and not exists:
+        raise TuneError(f'--resume: no study {study_name!r} in '
+                        f'{storage_url} to resume')
+    max_epochs = int(base.train_cfg.max_epochs)
+    pruner = pruner_spec(tune, max_epochs)
+    signature = json.dumps(
+        dict(space=tune['space'], metric=tune['metric'], mode=tune['mode'],
+             split=tune['split'], pruner=pruner), sort_keys=True)
+    from .optuna_utils import build_pruner
+    study = optuna.create_study(
+        storage=storage, study_name=study_name,
+        direction='maximize' if tune['mode'] == 'max' else 'minimize',
+        pruner=build_pruner(pruner), load_if_exists=True)
+    saved = study.user_attrs.get('tune_signature')
+    if saved is None:
+        study.set_user_attr('tune_signature', signature)
+        study.set_user_attr('config', osp.abspath(args.config))
+        for point in complete_points(base, tune['space'],
+                                     tune['points_to_evaluate']):
+            study.enqueue_trial(point)
+    elif saved != signature:
+        raise TuneError(
+            f'study {study_name!r} was started with another search '
+            f'(space/metric/split/pruner):\n  {saved}\nnow:\n  {signature}\n'
+            'use another --study-name or the same tune settings')
+    recover_interrupted(study)
+    # a resumed or second worker draws a new stream of samples
+    offset = len(study.trials) + (os.getpid() if args.storage else 0)
+    study.sampler = build_sampler(tune['sampler'], offset)
+
+    n_total = args.n_trials or int(tune['num_samples'])
+    done = len(counted_trials(study))
+    log(f'study {study_name!r} in {storage_url}: {done} of {n_total} trials '
+        f'done; metric {tune["metric"]} ({tune["mode"]}), split '
+        f'{tune["split"]!r}, pruner {pruner}')
+
+    def stop_when_done(study, _trial):
+        if len(counted_trials(study)) >= n_total:
+            study.stop()
+
+    if done < n_total:
+        objective = OptunaObjective(base, tune, work_dir, storage_url,
+                                    study_name, pruner, args.allow_test_split)
+        study.optimize(objective, n_trials=n_total - done,
+                       catch=(TrialFailed,), callbacks=[stop_when_done])
+    rows = optuna_rows(study)
+    return finish(args, base, tune, rows)
+
+
+def optuna_rows(study):
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        a = t.user_attrs
+        state = t.state.name
+        note = a.get('fail_reason') or a.get('interrupted') or ''
+        if a.get('retry_of') is not None:
+            note = f'retry of trial {a["retry_of"]}' + (
+                f'; {note}' if note else '')
+        rows.append(dict(
+            trial=t.number, state=state,
+            value=a.get('best') if state == 'PRUNED' else t.value,
+            epochs=a.get('epochs'), seconds=a.get('seconds'),
+            params=dict(t.params), note=note,
+            metric=a.get('metric'), work_dir=a.get('work_dir')))
+    return rows

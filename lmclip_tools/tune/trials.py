@@ -1,0 +1,90 @@
+# Copyright (c) lmclip_mm authors.
+"""What both backends share about a trial process: its report file, its
+checkpoints, its error line, its process and the tuner's log lines."""
+import json
+import os
+import os.path as osp
+import re
+import signal
+import socket
+import sys
+
+#: failures of one trial that do not stop the study
+TRIAL_ERRORS = ('TrainingDivergedError', 'OutOfMemoryError',
+                'CUDA out of memory')
+HOST = socket.gethostname()
+
+#: how a trial trains: this package's ``tools/train.py``
+TRAIN_CMD = (sys.executable, '-m', 'lmclip_tools.train')
+
+
+class TrialFailed(Exception):
+    """A trial that failed by itself (diverged, out of memory)."""
+
+
+class TrialCrashed(Exception):
+    """A trial that failed for another reason: the study stops."""
+
+
+def read_report(trial_dir):
+    path = osp.join(trial_dir, 'trial_report.json')
+    if not osp.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def prune_checkpoints(trial_dir):
+    """Delete a finished trial's epoch/iter checkpoints (the best ones by
+    the tuned metric stay)."""
+    for name in os.listdir(trial_dir):
+        if re.fullmatch(r'(epoch|iter)_\d+\.pth', name) or \
+                name == 'last_checkpoint':
+            os.remove(osp.join(trial_dir, name))
+
+
+def error_line(log_text):
+    """The last exception line of a log ('TypeName: message')."""
+    lines = [x.strip() for x in log_text.splitlines() if x.strip()]
+    for line in reversed(lines):
+        m = re.match(r'^(?:error: )?([A-Za-z_][\w.]*(?:Error|Exception|'
+                     r'Interrupt)): (.*)$', line)
+        if m:
+            return f'{m.group(1).rsplit(".", 1)[-1]}: {m.group(2)}'
+    return lines[-1] if lines else '(no output)'
+
+
+def is_trial_error(message):
+    return any(x in message for x in TRIAL_ERRORS)
+
+
+# -- processes ----------------------------------------------------------------
+def _die_with_parent():  # pragma: no cover - runs in the child
+    """Linux: the trial process is killed when the tuner dies (SIGKILL
+    included), so a killed study leaves no orphan training."""
+    try:
+        import ctypes
+        ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def process_token(pid):
+    """``pid`` and its start time (None when no such process): a reused pid
+    is another token."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f'{pid}:{f.read().rsplit(")", 1)[1].split()[19]}'
+    except (OSError, IndexError):
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return str(pid)
+
+
+def log(msg):
+    print(f'[tune] {msg}', flush=True)

@@ -1,0 +1,74 @@
+"""What the tests share besides fixtures: the repository's paths, running
+a tool of ``tools/`` in a fresh interpreter, free ports.
+
+``tests/helpers`` is on the tests' ``sys.path`` (``pythonpath`` in
+``pytest.ini``) and on the ``PYTHONPATH`` of the tools the tests run
+(:func:`tool_env`), so these modules (and the test components of
+``reliability_helpers`` / ``ddp_helpers``) import by name everywhere.
+"""
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / 'configs'
+TOOLS = REPO / 'tools'
+HELPERS = Path(__file__).resolve().parent
+TINY_CFG = HELPERS / 'tiny_cls.py'
+
+
+def tool_env(env=None):
+    """The environment of a tool run by a test: one OpenMP thread (two
+    torch processes on 2 cores slow each other badly), unbuffered output,
+    the test helpers importable (``custom_imports``), plus ``env``."""
+    full = dict(os.environ)
+    full.setdefault('OMP_NUM_THREADS', '1')
+    full['PYTHONUNBUFFERED'] = '1'
+    full['PYTHONPATH'] = os.pathsep.join(
+        [str(HELPERS)] + [p for p in [os.environ.get('PYTHONPATH')] if p])
+    if env:
+        full.update(env)
+    return full
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def data_root_options(root):
+    return [
+        f'{k}.dataset.data_root={root}'
+        for k in ('train_dataloader', 'val_dataloader', 'test_dataloader')
+    ]
+
+
+def run_tool(args, cwd=REPO, timeout=600, env=None, check=True):
+    """Run a tools/ script in a fresh interpreter; return CompletedProcess."""
+    full_env = tool_env(env)
+    if args[0].endswith('.sh'):
+        cmd = ['bash', str(TOOLS / args[0])] + [str(a) for a in args[1:]]
+        full_env['PYTHON'] = sys.executable
+    else:
+        cmd = [sys.executable, str(TOOLS / args[0])] + [
+            str(a) for a in args[1:]
+        ]
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=full_env, capture_output=True, text=True,
+        timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f'{" ".join(cmd)} failed ({proc.returncode}):\n'
+            f'{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}')
+    return proc
+
+
+def load_checkpoint_file(path):
+    """An mmengine checkpoint, loaded as the tools load it (weights-only,
+    with lmclip_mm's allow-list)."""
+    import lmclip_mm  # noqa: F401  (allow-lists mmengine's globals)
+    from mmengine.runner.checkpoint import _load_checkpoint
+    return _load_checkpoint(str(path), map_location='cpu')
