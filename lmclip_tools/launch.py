@@ -5,33 +5,30 @@ CLI-to-config merging with mmpretrain's semantics, one-line errors
 on top of mmengine 0.10.x:
 
 * dataloaders with ``num_workers=0`` must not get ``persistent_workers=True``
-  (torch raises ``ValueError`` then; mmpretrain's train.py forces it);
-* multi-process training on machines without GPUs: mmengine's ``pytorch``
-  launcher calls ``torch.cuda.set_device`` unconditionally and its runner
-  passes ``device_ids`` to DDP. :func:`init_distributed` initialises the
-  gloo process group itself in that case (mmengine then skips its own init)
-  and selects :class:`~lmclip_mm.models.wrappers.DeviceAgnosticDDP`.
+  (torch raises ``ValueError`` then; MMPretrain's train.py defaults it);
+* multi-process training on machines without GPUs (gloo,
+  :class:`~lmclip_mm.models.wrappers.DeviceAgnosticDDP`).
+
+Both fixes live in the library's :class:`~lmclip_mm.engine.runner.
+LMCLIPRunner` (which this project's configs name, so MMPretrain's own tools
+get them too); the tools apply them to any config.
 """
 import difflib
 import os
 import re
 import sys
 from contextlib import contextmanager
-from copy import deepcopy
 from typing import Iterator, List, Optional
 
-import torch
-import torch.distributed as torch_dist
 from mmengine.config import Config, ConfigDict
 
+# the runner's helpers, for the tools that build mmengine's Runner
+from lmclip_mm.engine.runner import (CPU_WRAPPER,  # noqa: F401
+                                     cpu_wrapper_cfg, cuda_usable,
+                                     init_cpu_distributed)
 from lmclip_mm.fileio import checkpoint_safety
 
-CPU_WRAPPER = 'mmpretrain.DeviceAgnosticDDP'
 DATALOADER_FIELDS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
-
-
-def cuda_usable() -> bool:
-    return torch.cuda.is_available() and torch.cuda.device_count() > 0
 
 
 def set_dataloader_defaults(cfg: Config, fields=DATALOADER_FIELDS,
@@ -61,32 +58,12 @@ def set_dataloader_defaults(cfg: Config, fields=DATALOADER_FIELDS,
 
 
 def init_distributed(launcher: str, cfg: Config) -> Optional[str]:
-    """Initialise the process group for CPU-only machines.
-
-    Returns the backend that was initialised here (``'gloo'``), or None
-    when mmengine's runner should initialise it as usual (GPUs, or no
-    launcher).
-    """
-    if launcher == 'none':
-        return None
-    if cuda_usable():
-        return None
-    if launcher != 'pytorch':
-        raise RuntimeError(
-            f'--launcher {launcher} without GPUs is not supported; on a CPU '
-            'machine use --launcher pytorch (tools/dist_train.sh, torchrun).')
-    cfg.model_wrapper_cfg = _cpu_wrapper_cfg(cfg.get('model_wrapper_cfg'))
-    env_cfg = cfg.setdefault('env_cfg', {})
-    env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
-    if not torch_dist.is_initialized():
-        dist_cfg = dict(cfg.get('env_cfg', {}).get('dist_cfg', {}))
-        dist_cfg.pop('backend', None)
-        timeout = dist_cfg.pop('timeout', None)
-        if timeout is not None:
-            import datetime
-            dist_cfg['timeout'] = datetime.timedelta(seconds=timeout)
-        torch_dist.init_process_group(backend='gloo', **dist_cfg)
-    return 'gloo'
+    """``cfg.launcher = launcher`` and the CPU process group (see
+    :func:`lmclip_mm.engine.runner.init_cpu_distributed`, which
+    :class:`~lmclip_mm.engine.runner.LMCLIPRunner` applies for configs that
+    name it). Returns ``'gloo'`` when it initialised one, else None."""
+    cfg.launcher = launcher
+    return init_cpu_distributed(cfg)
 
 
 def use_amp(wrapper_cfg: ConfigDict) -> ConfigDict:
@@ -139,20 +116,6 @@ def follow_max_epochs(cfg: Config, old_max_epochs: int,
         notes.append(f'{where} ({sched.get("type")}): {", ".join(changes)} '
                      f'to follow train_cfg.max_epochs={new_max}')
     return notes
-
-
-def _cpu_wrapper_cfg(wrapper_cfg):
-    # mmengine's Runner.wrap_model looks the type up with
-    # ``MODEL_WRAPPERS.get`` on the root registry, which ignores the default
-    # scope: the scope must be part of the name.
-    if wrapper_cfg is None:
-        return ConfigDict(type=CPU_WRAPPER)
-    wrapper_type = wrapper_cfg.get('type', 'MMDistributedDataParallel')
-    if wrapper_type in ('MMDistributedDataParallel',
-                        'mmengine.MMDistributedDataParallel'):
-        wrapper_cfg = deepcopy(wrapper_cfg)
-        wrapper_cfg.type = CPU_WRAPPER
-    return wrapper_cfg
 
 
 def ensure_local_rank(local_rank: int) -> None:

@@ -3,6 +3,11 @@ _base_ = 'mmpretrain::_base_/default_runtime.py'
 
 custom_imports = dict(imports=['lmclip_mm'], allow_failed_imports=False)
 
+# mmengine's Runner, plus what it lacks on 0.10.x: no persistent_workers
+# without workers, and torchrun on machines without GPUs (gloo). The scope
+# prefix lets MMPretrain's own tools build it from mmengine's root registry.
+runner_type = 'mmpretrain.LMCLIPRunner'
+
 default_hooks = dict(
     logger=dict(interval=50),
     # Keep the last checkpoint, the best by overall mAP and the best by tail

@@ -1,3 +1,4 @@
 # Copyright (c) lmclip_mm authors.
-"""Training-engine parts a config names: hooks and optimizer wrappers."""
-from . import hooks, optim_wrappers  # noqa: F401
+"""Training-engine parts a config names: hooks, optimizer wrappers and the
+runner."""
+from . import hooks, optim_wrappers, runner  # noqa: F401

@@ -31,6 +31,7 @@ def test_runtime_is_mmpretrains_plus_lmclips_hooks(tmp_path):
     theirs = _without_scope(Config.fromfile(str(mmpretrains)).to_dict())
     assert ours.pop('custom_imports') == dict(
         imports=['lmclip_mm'], allow_failed_imports=False)
+    assert ours.pop('runner_type') == 'mmpretrain.LMCLIPRunner'
     assert [h['type'] for h in ours.pop('custom_hooks')] == [
         'DatasetMetaHook', 'ExactResumeHook', 'SyncBuffersHook']
     hooks, their_hooks = ours.pop('default_hooks'), theirs.pop('default_hooks')

@@ -47,13 +47,13 @@ def test_explicit_config_values_win():
 
 @pytest.mark.skipif(launch.cuda_usable(), reason='CPU-only behaviour')
 def test_cpu_wrapper_selection():
-    assert launch._cpu_wrapper_cfg(None).type == launch.CPU_WRAPPER
-    cfg = launch._cpu_wrapper_cfg(
+    assert launch.cpu_wrapper_cfg(None).type == launch.CPU_WRAPPER
+    cfg = launch.cpu_wrapper_cfg(
         Config(dict(w=dict(type='MMDistributedDataParallel',
                            find_unused_parameters=True))).w)
     assert cfg.type == launch.CPU_WRAPPER and cfg.find_unused_parameters
     custom = Config(dict(w=dict(type='MyWrapper'))).w
-    assert launch._cpu_wrapper_cfg(custom).type == 'MyWrapper'
+    assert launch.cpu_wrapper_cfg(custom).type == 'MyWrapper'
     assert launch.init_distributed('none', Config()) is None
     with pytest.raises(RuntimeError, match='--launcher pytorch'):
         launch.init_distributed('slurm', Config())
