@@ -39,11 +39,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def data_root_options(root):
-    return [
-        f'{k}.dataset.data_root={root}'
-        for k in ('train_dataloader', 'val_dataloader', 'test_dataloader')
-    ]
+LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+
+
+def data_root_options(root, *extra, loaders=LOADERS):
+    """``--cfg-options`` pointing the ``loaders``' datasets at ``root``,
+    followed by ``extra``."""
+    return [f'{k}.dataset.data_root={root}' for k in loaders] + list(extra)
 
 
 def run_tool(args, cwd=REPO, timeout=600, env=None, check=True):

@@ -11,16 +11,10 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from lmclip_testing import REPO
+from lmclip_testing import REPO, data_root_options
 
 HONEST_CFG = 'configs/lmclip_toy_mlt_tiny_honest.py'
 PAPER_CFG = 'configs/lmclip_toy_mlt_tiny.py'
-
-
-def _options(root, *extra):
-    return [f'{k}.dataset.data_root={root}'
-            for k in ('train_dataloader', 'val_dataloader',
-                      'test_dataloader')] + list(extra)
 
 
 @pytest.fixture(scope='module')
@@ -33,7 +27,7 @@ def honest_run(tmp_path_factory, tool, toy_root):
     """3 epochs, validation on the val split after each (~30 s)."""
     work_dir = tmp_path_factory.mktemp('honest')
     proc = tool(['train.py', HONEST_CFG, '--work-dir', work_dir,
-                 '--cfg-options', *_options(
+                 '--cfg-options', *data_root_options(
                      toy_root, 'train_cfg.max_epochs=3',
                      'train_cfg.val_interval=1')])
     return work_dir, proc
@@ -106,7 +100,7 @@ def test_honest_run_tests_the_best_val_checkpoint_once(honest_run, toy_root,
     out = tmp_path / 'metrics.json'
     tool(['test.py', PAPER_CFG, ckpt, '--work-dir', tmp_path / 'w', '--out',
           out, '--out-item', 'metrics', '--cfg-options',
-          *_options(toy_root)])
+          *data_root_options(toy_root)])
     expected = json.loads(out.read_text())
     got = result['test_metrics']
     keys = [k for k in expected if k.startswith(prefix + '/')]

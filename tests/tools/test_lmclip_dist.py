@@ -10,16 +10,11 @@ import shutil
 
 import pytest
 import torch
+from lmclip_testing import data_root_options
 
 CFG = 'configs/lmclip_toy_mlt_tiny.py'
 TRAIN_IMAGES = 804  # the toy train split
 BATCH = 32  # the toy config's per-process batch
-
-
-def _options(root, *extra):
-    return [f'{k}.dataset.data_root={root}'
-            for k in ('train_dataloader', 'val_dataloader',
-                      'test_dataloader')] + list(extra)
 
 
 def _records(work_dir):
@@ -39,8 +34,8 @@ def dist_run(tmp_path_factory, tool, toy_root, new_port):
     work_dir = tmp_path_factory.mktemp('dist_train')
     proc = tool(['dist_train.sh', CFG, '2', '--work-dir', work_dir,
                  '--cfg-options',
-                 *_options(toy_root, 'train_cfg.max_epochs=2',
-                           'train_cfg.val_interval=1')],
+                 *data_root_options(toy_root, 'train_cfg.max_epochs=2',
+                                    'train_cfg.val_interval=1')],
                 env={'PORT': str(new_port())})
     return work_dir, proc
 
@@ -81,7 +76,7 @@ def test_dist_test_equals_one_process(dist_run, tool, toy_root, tmp_path,
         out = tmp_path / f'{name}.json'
         tool(args + ['--work-dir', tmp_path / name, '--out', out,
                      '--out-item', 'metrics', '--cfg-options',
-                     *_options(toy_root, 'test_evaluator.classwise=True')],
+                     *data_root_options(toy_root, 'test_evaluator.classwise=True')],
              env={'PORT': str(new_port())})
         outs[name] = json.loads(out.read_text())
     assert outs['one'].keys() == outs['two'].keys()
@@ -99,8 +94,8 @@ def test_resume_two_process_run(dist_run, tool, toy_root, tmp_path, new_port,
     shutil.copytree(dist_run[0], work_dir)
     proc = tool(['dist_train.sh', CFG, '2', '--work-dir', work_dir,
                  '--resume', '--cfg-options',
-                 *_options(toy_root, 'train_cfg.max_epochs=3',
-                           'train_cfg.val_interval=1')],
+                 *data_root_options(toy_root, 'train_cfg.max_epochs=3',
+                                    'train_cfg.val_interval=1')],
                 env={'PORT': str(new_port())})
     log = proc.stdout + proc.stderr
     per_epoch = -(-TRAIN_IMAGES // 2 // BATCH)
@@ -124,10 +119,10 @@ def test_load_from_two_process_checkpoint(dist_run, tool, toy_root,
     work_dir = tmp_path / 'load_from'
     src = dist_run[0] / 'epoch_2.pth'
     proc = tool(['train.py', CFG, '--work-dir', work_dir, '--cfg-options',
-                 *_options(toy_root, f'load_from={src}',
-                           'train_cfg.max_epochs=1',
-                           'train_cfg.val_interval=1',
-                           'optim_wrapper.optimizer.lr=0.0')])
+                 *data_root_options(toy_root, f'load_from={src}',
+                                    'train_cfg.max_epochs=1',
+                                    'train_cfg.val_interval=1',
+                                    'optim_wrapper.optimizer.lr=0.0')])
     assert 'Load checkpoint from' in proc.stdout + proc.stderr
     loaded = load_ckpt(src)['state_dict']
     trained = load_ckpt(work_dir / 'epoch_1.pth')
@@ -148,7 +143,7 @@ def test_infer_uses_checkpoint_classes_without_dataset(dist_run, tool,
     image = sorted((toy_root / 'images' / 'test').glob('*.jpg'))[0]
     proc = tool(['infer.py', CFG, dist_run[0] / 'epoch_2.pth', image,
                  '--topk', '3', '--cfg-options',
-                 *_options(tmp_path / 'no_such_dir')])
+                 *data_root_options(tmp_path / 'no_such_dir')])
     from lmclip_mm.datasets.toy_mlt import CLASSES
     lines = proc.stdout.strip().splitlines()
     rows = lines[lines.index(str(image)) + 1:][:3]
@@ -166,7 +161,7 @@ def test_bad_data_two_processes(tool, toy_root, tmp_path, new_port):
     first = (root / 'toy_lt_train.txt').read_text().splitlines()[2].split()[0]
     (root / first).unlink()
     proc = tool(['dist_train.sh', CFG, '2', '--work-dir', tmp_path / 'wd',
-                 '--cfg-options', *_options(root)],
+                 '--cfg-options', *data_root_options(root)],
                 env={'PORT': str(new_port())}, check=False, timeout=300)
     assert proc.returncode != 0
     errors = [x for x in proc.stderr.splitlines() if x.startswith('error: ')]

@@ -8,15 +8,10 @@ import struct
 
 import pytest
 import torch
+from lmclip_testing import data_root_options
 
 REPO_CFG = 'configs/lmclip_toy_mlt_tiny.py'
 CHANCE_MAP = 100 * 30 / 345
-
-
-def _options(root, *extra):
-    return [f'{k}.dataset.data_root={root}'
-            for k in ('train_dataloader', 'val_dataloader',
-                      'test_dataloader')] + list(extra)
 
 
 def _val_records(work_dir):
@@ -35,7 +30,7 @@ def short_run(tmp_path_factory, tool, toy_root):
     """10 of the quickstart's 30 epochs (about 40 s on 2 cores)."""
     work_dir = tmp_path_factory.mktemp('quick')
     proc = tool(['train.py', REPO_CFG, '--work-dir', work_dir,
-                 '--cfg-options', *_options(toy_root, 'train_cfg.max_epochs=10')])
+                 '--cfg-options', *data_root_options(toy_root, 'train_cfg.max_epochs=10')])
     return work_dir, proc
 
 
@@ -62,7 +57,7 @@ def tested(short_run, tool, toy_root, tmp_path_factory):
     out = tmp_path_factory.mktemp('tested') / 'metrics.json'
     tool(['test.py', REPO_CFG, work_dir / 'epoch_10.pth', '--work-dir',
           out.parent, '--out', out, '--out-item', 'metrics', '--cfg-options',
-          *_options(toy_root, 'test_evaluator.classwise=True')])
+          *data_root_options(toy_root, 'test_evaluator.classwise=True')])
     return json.loads(out.read_text())
 
 
@@ -88,7 +83,7 @@ def test_zero_shot_from_a_local_weights_file(short_run, tested, tool,
     out = tmp_path / 'zs.json'
     tool(['test.py', REPO_CFG, '--zero-shot', '--work-dir', tmp_path,
           '--out', out, '--out-item', 'metrics', '--cfg-options',
-          *_options(toy_root, f'model.clip.pretrained={weights}')])
+          *data_root_options(toy_root, f'model.clip.pretrained={weights}')])
     zs = json.loads(out.read_text())
     assert zs['long-tail/mAP'] == pytest.approx(
         tested['long-tail/mAP'], abs=1e-3)
@@ -105,7 +100,7 @@ def test_zero_shot_random_model_is_near_chance(tool, toy_root, short_run,
     out = tmp_path / 'zs.json'
     tool(['test.py', REPO_CFG, '--zero-shot', '--work-dir', tmp_path,
           '--out', out, '--out-item', 'metrics', '--cfg-options',
-          *_options(toy_root, f'model.clip.pretrained={weights}')])
+          *data_root_options(toy_root, f'model.clip.pretrained={weights}')])
     assert json.loads(out.read_text())['long-tail/mAP'] < 2 * CHANCE_MAP
 
 
@@ -135,7 +130,7 @@ def test_plot_class_ap_writes_png(tested, tool, toy_root, tmp_path):
     results.write_text(json.dumps(tested))
     png = tmp_path / 'ap.png'
     tool(['analysis/plot_class_ap.py', REPO_CFG, results, '--out', png,
-          '--cfg-options', *_options(toy_root)])
+          '--cfg-options', *data_root_options(toy_root)])
     data = png.read_bytes()
     assert data[:8] == b'\x89PNG\r\n\x1a\n'
     width, height = struct.unpack('>II', data[16:24])
@@ -146,7 +141,7 @@ def test_plot_class_ap_explains_missing_classwise(tool, toy_root, tmp_path):
     results = tmp_path / 'metrics.json'
     results.write_text(json.dumps({'long-tail/mAP': 1.0}))
     proc = tool(['analysis/plot_class_ap.py', REPO_CFG, results, '--out',
-                 tmp_path / 'x.png', '--cfg-options', *_options(toy_root)],
+                 tmp_path / 'x.png', '--cfg-options', *data_root_options(toy_root)],
                 check=False)
     assert proc.returncode != 0
     assert 'test_evaluator.classwise=True' in proc.stderr
@@ -156,7 +151,7 @@ def test_plot_class_ap_explains_missing_classwise(tool, toy_root, tmp_path):
 def test_full_quickstart_learns(tool, tmp_path):
     """The README's quickstart, unchanged (30 epochs, ~2 min on 2 cores)."""
     tool(['train.py', REPO_CFG, '--work-dir', tmp_path / 'wd',
-          '--cfg-options', *_options(tmp_path / 'toy')])
+          '--cfg-options', *data_root_options(tmp_path / 'toy')])
     last = _val_records(tmp_path / 'wd')[-1]
     assert last['step'] == 30
     assert last['long-tail/mAP'] > 6 * CHANCE_MAP, last
@@ -172,7 +167,7 @@ def test_dist_test_two_processes_equals_one(short_run, tested, tool,
     out = tmp_path / 'dist.json'
     tool(['dist_test.sh', REPO_CFG, short_run[0] / 'epoch_10.pth', '2',
           '--work-dir', tmp_path, '--out', out, '--out-item', 'metrics',
-          '--cfg-options', *_options(toy_root, 'test_evaluator.classwise=True')],
+          '--cfg-options', *data_root_options(toy_root, 'test_evaluator.classwise=True')],
          env={'PORT': str(port)})
     dist = json.loads(out.read_text())
     for key, value in tested.items():

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from lmclip_testing import data_root_options
 
 REPO = Path(__file__).resolve().parents[2]
 TOY = REPO / 'configs' / 'lmclip_toy_mlt_tiny.py'
@@ -29,14 +30,9 @@ def test_type_typo_is_one_error_line_naming_key_and_closest_name(
     assert 'KeyError' in proc.stderr
 
 
-def _options(root, *extra, loaders=('train_dataloader', 'val_dataloader',
-                                      'test_dataloader')):
-    return [f'{k}.dataset.data_root={root}' for k in loaders] + list(extra)
-
-
 def _train_options(root):  # with --no-validate (no val_dataloader)
-    return _options(root, 'train_cfg.max_epochs=1',
-                    loaders=('train_dataloader', 'test_dataloader'))
+    return data_root_options(root, 'train_cfg.max_epochs=1',
+                             loaders=('train_dataloader', 'test_dataloader'))
 
 
 @pytest.fixture(scope='module')
@@ -72,11 +68,11 @@ def test_checkpoint_runs_do_not_announce_a_random_init(finished_run, tool,
     root, work_dir = finished_run
     ckpt = work_dir / 'epoch_1.pth'
     proc = tool(['test.py', TOY, ckpt, '--work-dir', tmp_path,
-                 '--cfg-options', *_options(root)])
+                 '--cfg-options', *data_root_options(root)])
     assert 'initialized randomly' not in proc.stdout + proc.stderr
     image = sorted((root / 'images' / 'test').glob('*.jpg'))[0]
     proc = tool(['infer.py', TOY, ckpt, image, '--cfg-options',
-                 *_options(root)])
+                 *data_root_options(root)])
     assert str(image) in proc.stdout
     assert 'initialized randomly' not in proc.stdout + proc.stderr
 
