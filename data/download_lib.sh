@@ -6,6 +6,25 @@
 die() { echo "$SCRIPT_NAME: $*" >&2; exit 1; }
 say() { echo "$SCRIPT_NAME: $*"; }
 
+# A failed run leaves nothing that looks like data: the folders this run
+# created and left empty are removed (rmdir: never a file, never a folder
+# that was there before). Verified split files and resumable *.part
+# downloads stay.
+_NEW_DIRS=()
+for _dir in "$ROOT" "$DOWNLOAD_DIR" "$ROOT/longtail2012" "$ROOT/longtail2017"; do
+  [ -e "$_dir" ] || _NEW_DIRS=("$_dir" "${_NEW_DIRS[@]}")
+done
+_remove_empty_new_dirs() {
+  local rc=$? dir
+  if [ "$rc" -ne 0 ]; then
+    for dir in "${_NEW_DIRS[@]}"; do
+      [ -d "$dir" ] && rmdir "$dir" 2>/dev/null || true
+    done
+  fi
+  return "$rc"
+}
+trap _remove_empty_new_dirs EXIT
+
 command -v python3 >/dev/null || die "python3 is needed"
 if command -v curl >/dev/null; then
   fetch_to() { curl -fL --retry 3 -C - --progress-bar -o "$2" "$1"; }

@@ -66,3 +66,31 @@ def test_split_files_fetched_and_verified(script, sub, names, server,
     assert proc.returncode != 0
     assert f'{names}_labels.txt.part: sha256 is' in proc.stderr
     assert not (root2 / sub.split('/')[1] / f'{names}_labels.txt').exists()
+
+
+@pytest.mark.parametrize('script', ['download_voc_mlt.sh',
+                                    'download_coco_mlt.sh'])
+def test_failed_download_leaves_nothing_that_looks_like_data(script,
+                                                             tmp_path):
+    """Offline: the run fails clearly and removes the folders it created
+    (the real-data tests must not take them for data); a folder that was
+    there before stays, with what the user had in it."""
+    from lmclip_testing import free_port, has_split_files
+    nowhere = f'http://127.0.0.1:{free_port()}'  # nothing listens there
+    env = dict(SPLITS_BASE_URL=nowhere, VOC_URL=nowhere, COCO_URL=nowhere)
+    root = tmp_path / 'fresh' / 'data_mlt'
+    proc = _run(script, root, env)
+    assert proc.returncode != 0
+    assert 'failed' in proc.stderr
+    assert not root.exists(), sorted(str(p) for p in root.rglob('*'))
+    # the parent the user named was there: kept
+    assert (tmp_path / 'fresh').is_dir()
+
+    existing = tmp_path / 'mine'
+    existing.mkdir()
+    (existing / 'notes.txt').write_text('mine')
+    proc = _run(script, existing, env)
+    assert proc.returncode != 0
+    assert sorted(p.name for p in existing.iterdir()) == ['notes.txt']
+    dataset = script[len('download_'):-len('.sh')]
+    assert not has_split_files(tmp_path, dataset)

@@ -5,48 +5,25 @@ import pytest
 from PIL import Image
 
 
-def _repo_root() -> Path:
-    for parent in Path(__file__).resolve().parents:
-        if (parent / 'setup.py').is_file():
-            return parent
-    raise RuntimeError('cannot locate the repository root (setup.py)')
-
-
-def _split_data_dir() -> Path:
-    """Where the real VOC-MLT / COCO-MLT split files are: ``$LMCLIP_DATA_DIR``,
-    else the repository's ``data/`` once ``data/download_*.sh`` ran, else the
-    developers' ``../shared/data`` beside the checkout."""
-    import os
-    candidates = [Path(p) for p in [os.environ.get('LMCLIP_DATA_DIR')] if p]
-    candidates += [_repo_root() / 'data', _repo_root() / '..' / 'shared' /
-                   'data']
-    for path in candidates:
-        if (path / 'voc_mlt' / 'longtail2012').is_dir() and \
-                (path / 'coco_mlt' / 'longtail2017').is_dir():
-            return path.resolve()
-    return candidates[0].resolve()
-
-
-SHARED_DATA = _split_data_dir()
+def _real_root(dataset: str) -> Path:
+    from lmclip_testing import real_data_dir
+    found = real_data_dir(dataset)
+    if found is None:
+        pytest.skip(f'the real {dataset} split files are absent (run '
+                    'data/download_*.sh or set LMCLIP_DATA_DIR)')
+    return found / dataset
 
 
 @pytest.fixture(scope='session')
-def shared_data() -> Path:
-    """The folder with ``voc_mlt/`` and ``coco_mlt/`` split files."""
-    if not (SHARED_DATA / 'voc_mlt').is_dir():
-        pytest.skip('the real VOC-MLT / COCO-MLT split files are absent '
-                    '(run data/download_*.sh or set LMCLIP_DATA_DIR)')
-    return SHARED_DATA
+def voc_root() -> Path:
+    """``voc_mlt/`` with the real VOC-MLT split files (else skip)."""
+    return _real_root('voc_mlt')
 
 
 @pytest.fixture(scope='session')
-def voc_root(shared_data) -> Path:
-    return shared_data / 'voc_mlt'
-
-
-@pytest.fixture(scope='session')
-def coco_root(shared_data) -> Path:
-    return shared_data / 'coco_mlt'
+def coco_root() -> Path:
+    """``coco_mlt/`` with the real COCO-MLT split files (else skip)."""
+    return _real_root('coco_mlt')
 
 
 #: a small valid set: 3 classes, train counts a=3, b=2, c=1 over 4 images.

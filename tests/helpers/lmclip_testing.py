@@ -39,6 +39,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+#: the files the real-data tests read, per dataset folder
+SPLIT_FILES = {
+    'voc_mlt': ('longtail2012', ('voc_labels.txt', 'voc_lt_train.txt',
+                                 'voc_lt_test.txt', 'voc_lt_captions.txt')),
+    'coco_mlt': ('longtail2017', ('coco_labels.txt', 'coco_lt_train.txt',
+                                  'coco_lt_test.txt', 'coco_lt_captions.txt')),
+}
+
+
+def has_split_files(root, dataset: str) -> bool:
+    """Whether ``root/<dataset>/`` holds every split file of ``dataset``
+    (``'voc_mlt'`` / ``'coco_mlt'``), each non-empty: a folder alone (e.g.
+    what a failed download leaves) is not data."""
+    sub, names = SPLIT_FILES[dataset]
+    folder = Path(root) / dataset / sub
+    return all((folder / n).is_file() and (folder / n).stat().st_size > 0
+               for n in names)
+
+
+def real_data_dir(dataset: str):
+    """The folder whose ``<dataset>/`` has the real split files:
+    ``$LMCLIP_DATA_DIR``, else the repository's ``data/`` (after
+    ``data/download_*.sh``), else the developers' ``../shared/data``; None
+    when none has them (the tests that need them skip)."""
+    candidates = [Path(p) for p in [os.environ.get('LMCLIP_DATA_DIR')] if p]
+    candidates += [REPO / 'data', REPO.parent / 'shared' / 'data']
+    for path in candidates:
+        if has_split_files(path, dataset):
+            return path.resolve()
+    return None
+
+
 LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
 

@@ -1,14 +1,13 @@
 """tools/analysis/eval_load.py: COCO-MLT-sized evaluation, bounded memory."""
-from pathlib import Path
-
 import pytest
+from lmclip_testing import real_data_dir
 
-SPLITS = Path(__file__).resolve().parents[2].parent / 'shared' / 'data' / \
-    'coco_mlt' / 'longtail2017'
+DATA = real_data_dir('coco_mlt')
+SPLITS = DATA / 'coco_mlt' / 'longtail2017' if DATA else None
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SPLITS.is_dir(), reason='needs ../shared/data')
+@pytest.mark.skipif(DATA is None, reason='needs the COCO-MLT split files')
 def test_eval_load_memory_does_not_grow(tool, tmp_path):
     proc = tool(['analysis/eval_load.py', '--split-dir', SPLITS, '--sizes',
                  '500', '5000', '--image-size', '160', '120', '--root',
