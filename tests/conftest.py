@@ -20,6 +20,18 @@ import pytest
 _OWNED = '_LMCLIP_TEST_CACHE_OWNER'
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """Heavy test files first, heaviest first (``pytestmark =
+    pytest.mark.heavy(seconds)``): with ``--dist loadfile`` the workers take
+    files in this order, so a long file does not start last and finish
+    alone. Within a file, and among the other files, the order is kept."""
+    def weight(item):
+        mark = item.get_closest_marker('heavy')
+        return -(mark.args[0] if mark and mark.args else 0)
+
+    items.sort(key=weight)  # stable
+
+
 def pytest_configure(config):
     if os.environ.get(_OWNED):  # an xdist worker: the controller's folder
         return
@@ -30,6 +42,8 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
+    import tool_server
+    tool_server.shutdown()
     path = getattr(config, '_lmclip_cache_dir', None)
     if path and os.environ.get(_OWNED) == str(os.getpid()):
         shutil.rmtree(path, ignore_errors=True)

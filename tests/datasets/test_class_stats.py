@@ -13,22 +13,12 @@ from lmclip_mm.datasets import (COCOMLT, VOCMLT, LongTailMultiLabelDataset,
 from lmclip_mm.datasets.class_stats import (class_groups, count_classes,
                                             long_tail_stats, repeat_rates)
 from lmclip_mm.datasets.toy_mlt import TRAIN_FILE
-
-
-def read_rows(path):
-    """Plain reading of a split file: ``[(path, [ids])]``."""
-    rows = []
-    with open(path) as f:
-        for line in f:
-            fields = line.split()
-            if fields:
-                rows.append((fields[0], [int(t) for t in fields[1:]]))
-    return rows
+from lmclip_testing import read_split
 
 
 def voc_train(voc_root):
     return [ids for _, ids in
-            read_rows(voc_root / 'longtail2012' / 'voc_lt_train.txt')]
+            read_split(voc_root / 'longtail2012' / 'voc_lt_train.txt')]
 
 
 def counter_counts(rows, num_classes):
@@ -177,7 +167,7 @@ def _joined(ds, path):
 
 
 def _check_protocols(build, list_file, num_classes):
-    rows = read_rows(list_file)
+    rows = read_split(list_file)
     full_rows = [ids for _, ids in rows]
     full_counts = counter_counts(full_rows, num_classes)
     groups = groups_of(full_counts)

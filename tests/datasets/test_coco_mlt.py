@@ -1,16 +1,6 @@
 """COCOMLT on the real COCO-MLT split files (../shared/data/coco_mlt)."""
 from lmclip_mm.datasets.coco_mlt import COCOMLT
-
-
-def read_split(path):
-    """Independent plain reading: [(image path, [ids])] per non-blank line."""
-    rows = []
-    with open(path) as f:
-        for line in f:
-            fields = line.split()
-            if fields:
-                rows.append((fields[0], [int(t) for t in fields[1:]]))
-    return rows
+from lmclip_testing import read_split
 
 
 def test_counts_and_published_class_groups(coco_root):

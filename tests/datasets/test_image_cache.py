@@ -26,6 +26,7 @@ from lmclip_mm.datasets.image_cache import (CHUNK, RECORD_SIZE, ImageCache,
 from lmclip_mm.datasets.transforms import LoadResizedImage
 
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.heavy(90)  # seconds on one CI core
 PHOTOS = ('china', 'flower', 'exif6', 'gray', 'cmyk', 'la', 'palette',
           'small', 'rgba')
 SCALE = (224, 224)

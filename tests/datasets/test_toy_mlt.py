@@ -11,6 +11,7 @@ from PIL import Image
 
 from lmclip_mm.datasets.toy_mlt import (MARKER, ToyMLT, ensure_toy_mlt,
                                         generate_toy_mlt)
+from lmclip_testing import read_split
 
 REPO = next(p for p in Path(__file__).resolve().parents
             if (p / 'setup.py').is_file())
@@ -21,16 +22,6 @@ def tree_digest(root: Path) -> dict:
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob('*')) if p.is_file()
     }
-
-
-def read_split(path):
-    rows = []
-    with open(path) as f:
-        for line in f:
-            fields = line.split()
-            if fields:
-                rows.append((fields[0], [int(t) for t in fields[1:]]))
-    return rows
 
 
 def test_same_seed_gives_byte_identical_files(toy_root, tmp_path):

@@ -6,17 +6,7 @@ from mmpretrain.registry import DATASETS
 
 from lmclip_mm.datasets.mlt_format import DatasetFileNotFoundError
 from lmclip_mm.datasets.voc_mlt import VOCMLT
-
-
-def read_split(path):
-    """Independent plain reading: [(image path, [ids])] per non-blank line."""
-    rows = []
-    with open(path) as f:
-        for line in f:
-            fields = line.split()
-            if fields:
-                rows.append((fields[0], [int(t) for t in fields[1:]]))
-    return rows
+from lmclip_testing import read_split
 
 
 def test_counts_and_published_class_groups(voc_root):

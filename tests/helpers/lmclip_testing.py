@@ -8,9 +8,10 @@ a tool of ``tools/`` in a fresh interpreter, free ports.
 """
 import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
+
+import tool_server
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / 'configs'
@@ -71,6 +72,18 @@ def real_data_dir(dataset: str):
     return None
 
 
+def read_split(path):
+    """A split list file read plainly, independently of the library's
+    parser: ``[(image path, [class ids])]`` per non-blank line."""
+    rows = []
+    with open(path) as f:
+        for line in f:
+            fields = line.split()
+            if fields:
+                rows.append((fields[0], [int(t) for t in fields[1:]]))
+    return rows
+
+
 LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
 
@@ -81,7 +94,11 @@ def data_root_options(root, *extra, loaders=LOADERS):
 
 
 def run_tool(args, cwd=REPO, timeout=600, env=None, check=True):
-    """Run a tools/ script in a fresh interpreter; return CompletedProcess."""
+    """Run a tools/ script as ``python tools/<script> ARGS`` (``.sh``:
+    ``bash``); return the CompletedProcess. Python scripts run in a fork of
+    a process that has imported what every tool imports
+    (:mod:`tool_server`; ``LMCLIP_TEST_FRESH_TOOLS=1``: a fresh interpreter
+    each)."""
     full_env = tool_env(env)
     if args[0].endswith('.sh'):
         cmd = ['bash', str(TOOLS / args[0])] + [str(a) for a in args[1:]]
@@ -90,9 +107,7 @@ def run_tool(args, cwd=REPO, timeout=600, env=None, check=True):
         cmd = [sys.executable, str(TOOLS / args[0])] + [
             str(a) for a in args[1:]
         ]
-    proc = subprocess.run(
-        cmd, cwd=cwd, env=full_env, capture_output=True, text=True,
-        timeout=timeout)
+    proc = tool_server.run(cmd, cwd, full_env, tool_env(), timeout)
     if check and proc.returncode != 0:
         raise AssertionError(
             f'{" ".join(cmd)} failed ({proc.returncode}):\n'

@@ -5,6 +5,10 @@ is printed, never how fast anything is.
 """
 import re
 
+import pytest
+
+pytestmark = pytest.mark.heavy(50)  # seconds on one CI core
+
 ARGS = [
     'analysis/benchmark.py', '--model', 'lmclip-tiny-vit', '--classes', '20',
     '--steps', '2', '--warmup', '1', '--load-batches', '2', '--data-images',
@@ -61,7 +65,6 @@ def _benchmark_module():
 def test_benchmark_data_dir_defaults_inside_the_repository(tmp_path, capsys):
     import os.path as osp
 
-    import pytest
     mod = _benchmark_module()
     # no default points outside the repository
     assert osp.commonpath([mod.REPO_DATA, mod.REPO]) == mod.REPO

@@ -27,6 +27,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.heavy(40)  # seconds on one CI core
+
 ITERS = 26  # 804 images, global batch 32
 
 

@@ -12,6 +12,8 @@ import pytest
 import torch
 from lmclip_testing import data_root_options
 
+pytestmark = pytest.mark.heavy(120)  # seconds on one CI core
+
 CFG = 'configs/lmclip_toy_mlt_tiny.py'
 TRAIN_IMAGES = 804  # the toy train split
 BATCH = 32  # the toy config's per-process batch

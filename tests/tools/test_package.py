@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import lmclip_tools
-from lmclip_testing import REPO, TOOLS, tool_env
+from lmclip_testing import REPO, TOOLS, run_tool, tool_env
 
 
 def test_every_tools_module_imports():
@@ -63,8 +63,6 @@ def test_python_m_is_the_same_tool():
     out = subprocess.run(
         [sys.executable, '-m', 'lmclip_tools.tune.main', 'no_such.py'],
         cwd=REPO, env=tool_env(), capture_output=True, text=True)
-    via_script = subprocess.run(
-        [sys.executable, str(TOOLS / 'tune.py'), 'no_such.py'], cwd=REPO,
-        env=tool_env(), capture_output=True, text=True)
+    via_script = run_tool(['tune.py', 'no_such.py'], check=False)
     assert out.returncode == via_script.returncode != 0
     assert out.stderr.splitlines()[-1] == via_script.stderr.splitlines()[-1]

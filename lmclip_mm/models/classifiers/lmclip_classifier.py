@@ -86,16 +86,11 @@ class LMCLIPClassifier(DatasetMetaMixin, BaseClassifier):
             ``caption_prefix + ', '.join(its class names)`` (the template of
             :class:`~lmclip_mm.datasets.LongTailMultiLabelDataset`).
             Defaults to ``'a photo of a '``.
-        score_activation (str): ``pred_score`` of predictions: ``'none'``
-            (raw logits, default), ``'softmax'`` over the classes (the
-            paper's evaluation protocol) or ``'sigmoid'``.
-        thr (float, optional): ``pred_label`` = the classes whose softmax
-            probability (over the classes) is ``>= thr``.
-        topk (int, optional): ``pred_label`` = the ``topk`` classes of
-            highest score. As mmpretrain's ``MultiLabelClsHead``: if both
-            are given ``thr`` wins; if neither, ``thr=DEFAULT_THR`` (0.1).
-            Per-class thresholds (:meth:`set_class_thresholds`, fitted by
-            ``tools/analysis/fit_thresholds.py``) replace both.
+        score_activation (str), thr (float, optional), topk (int,
+            optional): the decision rule of the head, see
+            :class:`~lmclip_mm.models.heads.LMCLIPHead` (defaults: raw
+            logits as ``pred_score``, ``thr=0.1`` on the softmax over the
+            classes; fitted per-class thresholds replace both).
         logit_scale_max (float, optional): upper bound of the logit scale,
             ``s = min(exp(logit_scale), logit_scale_max)`` (e.g. CLIP
             pre-training's 100; note that the bound also stops the gradient

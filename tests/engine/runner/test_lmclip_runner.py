@@ -13,6 +13,8 @@ from mmengine.config import Config, ConfigDict
 from lmclip_mm.engine.runner import (CPU_WRAPPER, LMCLIPRunner,
                                      cpu_wrapper_cfg, fix_dataloaders)
 
+pytestmark = pytest.mark.heavy(40)  # seconds on one CI core
+
 TOY = CONFIGS / 'lmclip_toy_mlt_tiny.py'
 #: MMPretrain's tools as its wheel ships them (what ``mim train`` runs)
 MMPRETRAIN_TRAIN = osp.join(osp.dirname(mmpretrain.__file__), '.mim',

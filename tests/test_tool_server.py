@@ -1,0 +1,133 @@
+"""tests/helpers/tool_server.py: a run in a fork of the preloaded server
+looks, to the test, like ``python SCRIPT ARGS`` in a fresh interpreter."""
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+import tool_server
+from lmclip_testing import tool_env
+
+SCRIPT = textwrap.dedent('''
+    import json, os, random, sys, tempfile
+    print(json.dumps(dict(
+        argv=sys.argv, cwd=os.getcwd(), path0=sys.path[0],
+        env=os.environ.get('LMCLIP_TRACEBACK'), tmp=tempfile.gettempdir(),
+        rand=random.random(), main=__name__)))
+    print('to stderr', file=sys.stderr)
+    how = sys.argv[1]
+    if how == 'exit3':
+        sys.exit(3)
+    if how == 'exit-text':
+        sys.exit('a message')
+    if how == 'raise':
+        raise ValueError('boom')
+    if how == 'kill':
+        os.kill(os.getpid(), 9)
+    if how == 'sleep':
+        import time
+        time.sleep(60)
+''')
+
+
+def _both(tmp_path, how, env=None):
+    script = tmp_path / 'probe.py'
+    script.write_text(SCRIPT)
+    cwd = tmp_path / 'cwd'
+    cwd.mkdir(exist_ok=True)
+    base = tool_env()
+    full = dict(base, **(env or {}))
+    cmd = [sys.executable, str(script), how]
+    forked = tool_server.run(cmd, cwd, full, base, timeout=120)
+    fresh = subprocess.run(cmd, cwd=cwd, env=full, capture_output=True,
+                           text=True, timeout=120)
+    return forked, fresh
+
+
+def _facts(proc):
+    import json
+    line = next(x for x in proc.stdout.splitlines() if x.startswith('{'))
+    return json.loads(line)
+
+
+@pytest.mark.parametrize('how, code', [('ok', 0), ('exit3', 3),
+                                       ('exit-text', 1), ('raise', 1),
+                                       ('kill', -9)])
+def test_a_fork_is_a_fresh_run(how, code, tmp_path):
+    scratch = tmp_path / 'scratch'
+    scratch.mkdir()
+    env = dict(LMCLIP_TRACEBACK='1', TMPDIR=str(scratch))
+    forked, fresh = _both(tmp_path, how, env)
+    assert forked.returncode == fresh.returncode == code
+    a, b = _facts(forked), _facts(fresh)
+    assert a.pop('rand') != b.pop('rand')  # fresh seeds in every run
+    assert a == b
+    assert a['main'] == '__main__' and a['tmp'] == str(scratch)
+    assert forked.stderr.splitlines()[-1] == fresh.stderr.splitlines()[-1]
+    assert 'to stderr' in forked.stderr
+    if how == 'raise':
+        assert forked.stderr.splitlines()[-1] == 'ValueError: boom'
+        assert 'Traceback (most recent call last):' in forked.stderr
+    if how == 'exit-text':
+        assert forked.stderr.splitlines()[-1] == 'a message'
+
+
+def test_two_forks_have_different_seeds(tmp_path):
+    forked, _ = _both(tmp_path, 'ok')
+    again, _ = _both(tmp_path, 'ok')
+    assert _facts(forked)['rand'] != _facts(again)['rand']
+
+
+def test_timeout_kills_the_run(tmp_path):
+    script = tmp_path / 'probe.py'
+    script.write_text(SCRIPT)
+    base = tool_env()
+    with pytest.raises(subprocess.TimeoutExpired):
+        tool_server.run([sys.executable, str(script), 'sleep'], tmp_path,
+                        base, base, timeout=3)
+    # the server serves the next run
+    proc = tool_server.run([sys.executable, str(script), 'ok'], tmp_path,
+                           base, base, timeout=60)
+    assert proc.returncode == 0
+
+
+def test_import_time_variables_get_a_fresh_interpreter():
+    base = tool_env()
+    cmd = [sys.executable, 'tools/train.py']
+    assert tool_server.forkable(cmd, dict(base, LMCLIP_TRACEBACK='1'), base)
+    offline = '0' if base.get('HF_HUB_OFFLINE') == '1' else '1'
+    assert not tool_server.forkable(cmd, dict(base, HF_HUB_OFFLINE=offline),
+                                    base)
+    assert not tool_server.forkable(cmd, dict(base, OMP_NUM_THREADS='2'),
+                                    base)
+    del base['PATH']  # a variable removed counts too
+    assert not tool_server.forkable(cmd, base, tool_env())
+    assert not tool_server.forkable(['bash', 'tools/dist_train.sh'], base,
+                                    base)
+
+
+def test_fresh_tools_switch(monkeypatch):
+    base = tool_env()
+    monkeypatch.setenv('LMCLIP_TEST_FRESH_TOOLS', '1')
+    assert not tool_server.forkable([sys.executable, 'tools/train.py'],
+                                    base, base)
+
+
+def test_threads_share_the_server_one_run_at_a_time(tmp_path):
+    script = tmp_path / 'probe.py'
+    script.write_text(SCRIPT)
+    base = tool_env()
+    results = []
+
+    def one(i):
+        proc = tool_server.run([sys.executable, str(script), f'ok{i}'],
+                               tmp_path, base, base, timeout=120)
+        results.append((i, proc.returncode, _facts(proc)['argv'][1]))
+
+    threads = [threading.Thread(target=one, args=(i, )) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [(i, 0, f'ok{i}') for i in range(4)]
