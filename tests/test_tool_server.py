@@ -1,5 +1,6 @@
 """tests/helpers/tool_server.py: a run in a fork of the preloaded server
 looks, to the test, like ``python SCRIPT ARGS`` in a fresh interpreter."""
+import os
 import subprocess
 import sys
 import textwrap
@@ -131,3 +132,35 @@ def test_threads_share_the_server_one_run_at_a_time(tmp_path):
     for t in threads:
         t.join()
     assert sorted(results) == [(i, 0, f'ok{i}') for i in range(4)]
+
+
+def test_a_server_started_in_another_environment_is_not_used(
+        tmp_path, monkeypatch):
+    """An import-time variable set after the server started (e.g. by a
+    test's monkeypatch) makes the run fresh: its parent is this process,
+    not the server."""
+    script = tmp_path / 'ppid.py'
+    script.write_text('import os\nprint(os.getppid())\n')
+    cmd = [sys.executable, str(script)]
+    base = tool_env()
+    served = tool_server.run(cmd, tmp_path, base, base, timeout=120)
+    assert int(served.stdout.split()[-1]) != os.getpid()  # a fork
+    monkeypatch.setenv('LMCLIP_TEST_IMPORT_TIME_PROBE', '1')
+    changed = tool_env()
+    fresh = tool_server.run(cmd, tmp_path, changed, changed, timeout=120)
+    assert int(fresh.stdout.split()[-1]) == os.getpid()
+
+
+def test_the_server_serves_every_test(tmp_path, request):
+    """pytest sets PYTEST_CURRENT_TEST per test: a server started by an
+    earlier test still serves this one."""
+    script = tmp_path / 'ppid.py'
+    script.write_text('import os\nprint(os.getppid())\n')
+    base = tool_env()
+    assert base['PYTEST_CURRENT_TEST'].startswith(request.node.nodeid)
+    if tool_server._SERVER is not None:
+        assert tool_server._SERVER.env['PYTEST_CURRENT_TEST'] != \
+            base['PYTEST_CURRENT_TEST']
+    proc = tool_server.run([sys.executable, str(script)], tmp_path, base,
+                           base, timeout=120)
+    assert int(proc.stdout.split()[-1]) != os.getpid()

@@ -31,7 +31,9 @@ import threading
 #: imported: a call may change them and still run in a fork of the server
 CALL_TIME_VARIABLES = frozenset([
     'LMCLIP_TRACEBACK', 'LMCLIP_TRUSTED_CHECKPOINTS', 'LMCLIP_CACHE_DIR',
-    'TMPDIR', 'PORT', 'PYTHONUNBUFFERED'])
+    'TMPDIR', 'PORT', 'PYTHONUNBUFFERED',
+    # set by pytest for each test, read by nothing a tool imports
+    'PYTEST_CURRENT_TEST'])
 
 #: what the server imports before it serves (what every tool imports)
 PRELOAD = ('torch', 'torchvision', 'mmengine.runner', 'mmpretrain',
@@ -114,15 +116,17 @@ def forkable(cmd, env, base_env) -> bool:
 def run(cmd, cwd, env, base_env, timeout):
     """``subprocess.run(cmd, cwd=cwd, env=env, capture_output=True,
     text=True, timeout=timeout)``, in a fork of the server when
-    :func:`forkable`."""
+    :func:`forkable` against the environment the server was started in
+    (started now with ``base_env`` if there is none)."""
     global _SERVER
-    if not forkable(cmd, env, base_env):
-        return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True,
-                              text=True, timeout=timeout)
-    with _LOCK:
-        if _SERVER is None or _SERVER.proc.poll() is not None:
-            _SERVER = _Server(base_env)
-        return _SERVER.run(cmd, cwd, env, timeout)
+    if forkable(cmd, env, base_env):
+        with _LOCK:
+            if _SERVER is None or _SERVER.proc.poll() is not None:
+                _SERVER = _Server(base_env)
+            if forkable(cmd, env, _SERVER.env):
+                return _SERVER.run(cmd, cwd, env, timeout)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def shutdown():
