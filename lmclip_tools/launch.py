@@ -23,9 +23,7 @@ from typing import Iterator, List, Optional
 from mmengine.config import Config, ConfigDict
 
 # the runner's helpers, for the tools that build mmengine's Runner
-from lmclip_mm.engine.runner import (CPU_WRAPPER,  # noqa: F401
-                                     cpu_wrapper_cfg, cuda_usable,
-                                     init_cpu_distributed)
+from lmclip_mm.engine.runner import cuda_usable, init_cpu_distributed
 from lmclip_mm.fileio import checkpoint_safety
 
 DATALOADER_FIELDS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
@@ -64,6 +62,18 @@ def init_distributed(launcher: str, cfg: Config) -> Optional[str]:
     name it). Returns ``'gloo'`` when it initialised one, else None."""
     cfg.launcher = launcher
     return init_cpu_distributed(cfg)
+
+
+def build_runner(cfg: Config):
+    """The runner of ``cfg`` as MMPretrain's tools build it: the config's
+    ``runner_type`` from mmengine's registry (this project's configs name
+    :class:`~lmclip_mm.engine.runner.LMCLIPRunner`), else mmengine's
+    ``Runner``."""
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
 
 
 def use_amp(wrapper_cfg: ConfigDict) -> ConfigDict:

@@ -18,8 +18,6 @@ import mmengine
 from lmclip_mm.models.utils import weights_from_checkpoint
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.evaluator import DumpResults
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
 from lmclip_tools import launch
 
@@ -147,10 +145,7 @@ def main(argv=None):
         # randomly" warning while the model is built
         with (weights_from_checkpoint(args.checkpoint) if args.checkpoint
               else nullcontext()):
-            if 'runner_type' not in cfg:
-                runner = Runner.from_cfg(cfg)
-            else:
-                runner = RUNNERS.build(cfg)
+            runner = launch.build_runner(cfg)
 
         if args.out and args.out_item in ['pred', None]:
             runner.test_evaluator.metrics.append(

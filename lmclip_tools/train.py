@@ -14,8 +14,7 @@ from copy import deepcopy
 import lmclip_mm  # noqa: F401  registers components, guards checkpoints
 from mmengine.config import Config, DictAction
 from mmengine.hooks import Hook
-from mmengine.registry import RUNNERS
-from mmengine.runner import EpochBasedTrainLoop, Runner
+from mmengine.runner import EpochBasedTrainLoop
 
 from lmclip_tools import launch
 
@@ -186,10 +185,7 @@ def main(argv=None):
             ], cfg)
         launch.init_distributed(args.launcher, cfg)
 
-        if 'runner_type' not in cfg:
-            runner = Runner.from_cfg(cfg)
-        else:
-            runner = RUNNERS.build(cfg)
+        runner = launch.build_runner(cfg)
         if cfg.get('resume'):
             runner.register_hook(FinishedRunCheck(), priority='HIGHEST')
         try:

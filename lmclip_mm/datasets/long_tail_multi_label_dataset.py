@@ -262,8 +262,12 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
         labels = [r.labels for r in train]
         stats = long_tail_stats(labels, len(classes), None,
                                 self.head_threshold, self.tail_threshold)
-        self._check_no_empty_class(classes, stats.train_list_counts,
-                                   'no train image has class')
+        empty = _empty_classes(classes, stats.train_list_counts)
+        if empty:
+            raise DatasetFormatError(
+                f'{self.train_file}: no train image has class {empty} '
+                f'(defined in {self.labels_file}); the class rarity N / n_c '
+                'is undefined for such a class')
         # Keep the parsed train split for load_data_list.
         self._train_records = train
         self.val_indices = None
@@ -276,30 +280,18 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
             # the images trained on: the train list without the val images
             stats = long_tail_stats(labels, len(classes), self.val_indices,
                                     self.head_threshold, self.tail_threshold)
-            self._warn_empty_trained_class(classes, stats.class_counts)
+            empty = _empty_classes(classes, stats.class_counts)
+            if empty:
+                warnings.warn(
+                    f'{self.train_file}: the val split (val_fraction='
+                    f'{self.val_fraction}, val_seed={self.val_seed}) holds '
+                    f'every train image of class {empty}: no image trained '
+                    'on has it (class_counts 0), so its loss class weight '
+                    '(rarity N / n_c) is undefined; use a smaller '
+                    'val_fraction')
         self.train_list_counts = stats.train_list_counts
         self.num_train_list_images = stats.num_train_list_images
         return dict(classes=classes, **stats.metainfo())
-
-    def _check_no_empty_class(self, classes, counts, what) -> None:
-        empty = [f'{i} ({classes[i]!r})' for i, n in enumerate(counts)
-                 if n == 0]
-        if empty:
-            raise DatasetFormatError(
-                f'{self.train_file}: {what} {", ".join(empty)} (defined in '
-                f'{self.labels_file}); the class rarity N / n_c is undefined '
-                'for such a class')
-
-    def _warn_empty_trained_class(self, classes, counts) -> None:
-        empty = [f'{i} ({classes[i]!r})' for i, n in enumerate(counts)
-                 if n == 0]
-        if empty:
-            warnings.warn(
-                f'{self.train_file}: the val split (val_fraction='
-                f'{self.val_fraction}, val_seed={self.val_seed}) holds every '
-                f'train image of class {", ".join(empty)}: no image trained '
-                'on has it (class_counts 0), so its loss class weight '
-                '(rarity N / n_c) is undefined; use a smaller val_fraction')
 
     def load_data_list(self) -> List[dict]:
         classes = self._metainfo['classes']
@@ -417,3 +409,9 @@ def _normalise(value):
     if isinstance(value, (list, tuple)):
         return tuple(_normalise(v) for v in value)
     return value
+
+
+def _empty_classes(classes, counts) -> str:
+    """``"i ('name'), ..."`` of the classes whose count is 0 ('' if none)."""
+    return ', '.join(f'{i} ({classes[i]!r})' for i, n in enumerate(counts)
+                     if n == 0)

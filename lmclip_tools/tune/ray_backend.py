@@ -31,8 +31,6 @@ def ray_trainable(params, base_text, tune, work_dir, cwd, allow_test):
     from lmclip_tools import launch
     from lmclip_tools.tune import hooks  # noqa: F401  registers the hooks
     from mmengine.config import Config
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
     from ray import tune as ray_tune
     base = Config.fromstring(base_text, '.py')
     number = _ray_trial_number(ray_tune.get_context().get_trial_dir())
@@ -44,10 +42,7 @@ def ray_trainable(params, base_text, tune, work_dir, cwd, allow_test):
                              allow_test)
     cfg.dump(osp.join(trial_dir, 'trial_config.py'))
     launch.set_dataloader_defaults(cfg)
-    if 'runner_type' in cfg:
-        RUNNERS.build(cfg).train()
-    else:
-        Runner.from_cfg(cfg).train()
+    launch.build_runner(cfg).train()
 
 
 def run_ray(args, base, tune):

@@ -7,7 +7,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from lmclip_mm.datasets import (COCOMLT, VOCMLT, LongTailMultiLabelDataset,
+from lmclip_mm.datasets import (COCOMLT, VOCMLT, DatasetFormatError,
+                                LongTailMultiLabelDataset,
                                 ToyMLT, class_rarity, class_weights,
                                 sample_weights)
 from lmclip_mm.datasets.class_stats import (class_groups, count_classes,
@@ -244,3 +245,18 @@ def test_val_split_that_empties_a_class_warns(tmp_path):
     # the full list's groups and counts are unaffected
     assert ds.metainfo['tail_classes'] == [0, 1, 2]
     assert ds.train_list_counts == [2, 1, 1]
+
+
+def test_a_class_without_train_image_is_one_clear_error(tmp_path):
+    from .conftest import tiny_args, write_set
+
+    root = write_set(tmp_path / 's', labels='a 0\nb 1\nc 2\n',
+                     train='x.jpg 0 1\ny.jpg 0\n', test='z.jpg 0\n',
+                     captions=None, images=False)
+    args = tiny_args(root, captions_file=None, check_images=False)
+    with pytest.raises(DatasetFormatError) as e:
+        LongTailMultiLabelDataset(**args)
+    message = str(e.value)
+    assert message.startswith(f"{root / 'train.txt'}: no train image has "
+                              f"class 2 ('c') (defined in {root / 'labels'}")
+    assert 'rarity N / n_c is undefined' in message

@@ -46,25 +46,10 @@ def test_explicit_config_values_win():
 
 
 @pytest.mark.skipif(launch.cuda_usable(), reason='CPU-only behaviour')
-def test_cpu_wrapper_selection():
-    assert launch.cpu_wrapper_cfg(None).type == launch.CPU_WRAPPER
-    cfg = launch.cpu_wrapper_cfg(
-        Config(dict(w=dict(type='MMDistributedDataParallel',
-                           find_unused_parameters=True))).w)
-    assert cfg.type == launch.CPU_WRAPPER and cfg.find_unused_parameters
-    custom = Config(dict(w=dict(type='MyWrapper'))).w
-    assert launch.cpu_wrapper_cfg(custom).type == 'MyWrapper'
+def test_init_distributed_on_cpu():
     assert launch.init_distributed('none', Config()) is None
     with pytest.raises(RuntimeError, match='--launcher pytorch'):
         launch.init_distributed('slurm', Config())
-
-
-def test_device_agnostic_ddp_is_registered_under_the_root_lookup():
-    # mmengine's Runner.wrap_model uses MODEL_WRAPPERS.get on the root.
-    import lmclip_mm  # noqa: F401
-    from mmengine.registry import MODEL_WRAPPERS
-    from lmclip_mm.models.wrappers import DeviceAgnosticDDP
-    assert MODEL_WRAPPERS.get(launch.CPU_WRAPPER) is DeviceAgnosticDDP
 
 
 def test_trust_from_cli_includes_clip_weights_file(tmp_path):
@@ -164,3 +149,17 @@ def test_run_cli_prints_a_registry_error_as_one_line(capsys, monkeypatch):
     assert capsys.readouterr().err == (
         "error: type 'LMCLIPClasifier' is not registered in "
         "mmpretrain::model; did you mean 'LMCLIPClassifier'?\n")
+
+
+def test_build_runner_follows_runner_type(tmp_path, toy_root):
+    """The tools build the runner a config names, as MMPretrain's do."""
+    from lmclip_testing import CONFIGS
+    from mmengine.runner import Runner
+
+    from lmclip_mm.engine.runner import LMCLIPRunner
+    cfg = Config.fromfile(str(CONFIGS / 'lmclip_toy_mlt_tiny.py'))
+    cfg.work_dir = str(tmp_path)
+    cfg.train_dataloader.dataset.data_root = str(toy_root)
+    assert type(launch.build_runner(cfg)) is LMCLIPRunner
+    cfg.pop('runner_type')
+    assert type(launch.build_runner(cfg)) is Runner

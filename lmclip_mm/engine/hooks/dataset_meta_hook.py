@@ -69,6 +69,9 @@ class DatasetMetaHook(Hook):
     """
 
     priority = 'VERY_HIGH'
+    #: the train phase's counts and groups, for the evaluation phases
+    _train_counts: Optional[dict] = None
+    _train_groups: Optional[dict] = None
 
     def _apply(self, runner, loop_name: str) -> None:
         loop = getattr(runner, loop_name, None)
@@ -126,13 +129,13 @@ class DatasetMetaHook(Hook):
     def _use_train_counts(self, metainfo: dict) -> None:
         """Give the model the train counts (the loss class weights) when
         the evaluation dataset has the same classes."""
-        train = getattr(self, '_train_counts', None)
+        train = self._train_counts
         if train and tuple(metainfo.get('classes') or ()) == \
                 train['classes']:
             metainfo.update({k: train[k] for k in COUNT_KEYS})
 
     def _give_groups_to_evaluator(self, loop) -> None:
-        groups = getattr(self, '_train_groups', None)
+        groups = self._train_groups
         evaluator = getattr(loop, 'evaluator', None)
         if not groups or evaluator is None:
             return

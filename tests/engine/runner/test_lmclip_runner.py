@@ -45,7 +45,21 @@ def test_cpu_wrapper_keeps_other_wrappers():
     assert cpu_wrapper_cfg(dict(type='MMDistributedDataParallel',
                                 find_unused_parameters=True)) == \
         ConfigDict(type=CPU_WRAPPER, find_unused_parameters=True)
+    cfg = cpu_wrapper_cfg(
+        Config(dict(w=dict(type='MMDistributedDataParallel',
+                           find_unused_parameters=True))).w)
+    assert cfg.type == CPU_WRAPPER and cfg.find_unused_parameters
     assert cpu_wrapper_cfg(dict(type='MyWrapper')).type == 'MyWrapper'
+    custom = Config(dict(w=dict(type='MyWrapper'))).w
+    assert cpu_wrapper_cfg(custom).type == 'MyWrapper'
+
+
+def test_device_agnostic_ddp_is_registered_under_the_root_lookup():
+    # mmengine's Runner.wrap_model uses MODEL_WRAPPERS.get on the root.
+    from mmengine.registry import MODEL_WRAPPERS
+
+    from lmclip_mm.models.wrappers import DeviceAgnosticDDP
+    assert MODEL_WRAPPERS.get(CPU_WRAPPER) is DeviceAgnosticDDP
 
 
 def test_from_cfg_leaves_the_given_config_alone(tmp_path, toy_root):
