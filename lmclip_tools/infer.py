@@ -11,11 +11,9 @@ paper's evaluation protocol ranks by it).
 """
 import argparse
 import os.path as osp
-from contextlib import nullcontext
 
 import lmclip_mm  # noqa: F401  registers components, guards checkpoints
 import torch
-from lmclip_mm.models.utils import weights_from_checkpoint
 from mmengine.config import Config, DictAction
 
 from lmclip_tools import launch
@@ -49,13 +47,12 @@ def build_inferencer(cfg, checkpoint, device=None):
     pretrained = None if checkpoint in (None, 'none') else checkpoint
     if pretrained is None:
         launch.check_zero_shot(cfg)
-    # with a checkpoint, the CLIP's weights come from it: no "initialized
-    # randomly" warning while the model is built
-    with (weights_from_checkpoint(pretrained) if pretrained
-          else nullcontext()):
-        inferencer = ImageClassificationInferencer(
-            model=cfg, pretrained=pretrained or False, device=device)
+        launch.check_pretrained_weights(cfg)
+    inferencer = ImageClassificationInferencer(
+        model=cfg, pretrained=pretrained or False, device=device)
     model = inferencer.model
+    if pretrained is None:
+        model.init_weights()  # zero-shot: the config's CLIP weights
     meta = dict(getattr(model, '_dataset_meta', None) or {})
     if not meta.get('classes'):
         # Zero-shot / a checkpoint without dataset meta: the test dataset's

@@ -178,6 +178,19 @@ def check_zero_shot(cfg: Config) -> None:
             'checkpoint instead')
 
 
+def check_pretrained_weights(cfg: Config) -> None:
+    """Fail now, before the runner is built (and logs the config), when the
+    CLIP weights ``model.clip.pretrained`` names cannot be had: a tag
+    neither cached nor downloadable, a missing file. The model loads them
+    in ``init_weights()``, when training starts."""
+    clip = _clip_cfg(cfg)
+    if isinstance(clip, dict) and clip.get('pretrained') and \
+            clip.get('model_name'):
+        from lmclip_mm.models.utils import check_clip_weights
+        check_clip_weights(clip['model_name'], clip['pretrained'],
+                           clip.get('cache_dir'))
+
+
 def user_errors() -> tuple:
     """Errors that report bad input (data files, checkpoints) by themselves.
 

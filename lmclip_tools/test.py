@@ -10,14 +10,13 @@ Same flags as mmpretrain's ``tools/test.py`` plus ``--trust-checkpoint`` and
 """
 import argparse
 import os.path as osp
-from contextlib import nullcontext
 from copy import deepcopy
 
 import lmclip_mm  # noqa: F401  registers components, guards checkpoints
 import mmengine
-from lmclip_mm.models.utils import weights_from_checkpoint
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.evaluator import DumpResults
+from mmpretrain.utils import get_ori_model
 
 from lmclip_tools import launch
 
@@ -139,13 +138,14 @@ def main(argv=None):
             launch.trust_from_cli([cfg.load_from], cfg)
         if args.zero_shot:
             launch.check_zero_shot(cfg)
+            launch.check_pretrained_weights(cfg)
         launch.init_distributed(args.launcher, cfg)
 
-        # with a checkpoint, the CLIP's weights come from it: no "initialized
-        # randomly" warning while the model is built
-        with (weights_from_checkpoint(args.checkpoint) if args.checkpoint
-              else nullcontext()):
-            runner = launch.build_runner(cfg)
+        runner = launch.build_runner(cfg)
+        if args.zero_shot:
+            # no checkpoint: the CLIP weights of the config, as training
+            # would start from them
+            get_ori_model(runner.model).init_weights()
 
         if args.out and args.out_item in ['pred', None]:
             runner.test_evaluator.metrics.append(

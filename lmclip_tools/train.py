@@ -183,6 +183,8 @@ def main(argv=None):
                 cfg.get('load_from'),
                 cfg.work_dir if args.resume == 'auto' else None
             ], cfg)
+        if not cfg.get('resume'):
+            launch.check_pretrained_weights(cfg)
         launch.init_distributed(args.launcher, cfg)
 
         runner = launch.build_runner(cfg)

@@ -23,10 +23,8 @@ import os.path as osp
 import lmclip_mm  # noqa: F401  registers components, guards checkpoints
 import torch
 from lmclip_mm.evaluation import fit_class_thresholds
-from lmclip_mm.models.utils import weights_from_checkpoint
 from mmengine.config import Config, DictAction
 from mmengine.evaluator import BaseMetric
-from mmengine.runner import Runner
 from mmengine.runner.checkpoint import _load_checkpoint, save_checkpoint
 from mmpretrain.evaluation import MultiLabelMetric
 from mmpretrain.structures import label_to_onehot
@@ -102,8 +100,7 @@ def main(argv=None):
     with launch.config_errors(cfg):
         if args.trust_checkpoint:
             launch.trust_from_cli([args.checkpoint], cfg)
-        with weights_from_checkpoint(args.checkpoint):
-            runner = Runner.from_cfg(cfg)
+        runner = launch.build_runner(cfg)
         collect = _Collect()
         runner.test_evaluator.metrics.append(collect)
         runner.test()

@@ -109,17 +109,23 @@ def test_unreachable_hub_is_one_error_line(tool, tmp_path):
                                   'http_proxy', 'ALL_PROXY', 'all_proxy')}
     env.update(NO_PROXY='', no_proxy='', HF_HUB_OFFLINE='',
                HF_HOME=str(tmp_path / 'hf'), XDG_CACHE_HOME=str(tmp_path))
-    proc = tool(['test.py', REPO / 'configs' / 'lmclip_voc_mlt_vitb16.py',
-                 '--zero-shot', '--work-dir', tmp_path / 'w'], env=env,
-                check=False)
-    assert proc.returncode == 1
-    assert 'Traceback' not in proc.stderr
-    lines = _error_lines(proc.stderr)
-    assert len(lines) == 1 and proc.stderr.rstrip().endswith(lines[0])
-    assert lines[0].startswith(
-        "error: PretrainedWeightsUnavailable: the 'openai' weights of "
-        'ViT-B-16 are not in the local cache and cannot be downloaded '
-        '(https://huggingface.co cannot be reached: '), lines[0]
-    assert lines[0].endswith(
-        '--cfg-options model.clip.pretrained=/path/to/ViT-B-16.pt (OpenAI\'s '
-        'released file or an open_clip state dict)')
+    config = REPO / 'configs' / 'lmclip_voc_mlt_vitb16.py'
+    # test.py --zero-shot, and train.py before it builds anything (no
+    # config dump, no work dir: the weights are loaded when training starts,
+    # their absence is found first)
+    for args in (['test.py', config, '--zero-shot'], ['train.py', config]):
+        work_dir = tmp_path / args[0]
+        proc = tool(args + ['--work-dir', work_dir], env=env, check=False)
+        assert proc.returncode == 1
+        assert 'Traceback' not in proc.stderr
+        lines = _error_lines(proc.stderr)
+        assert len(lines) == 1 and proc.stderr.rstrip().endswith(lines[0])
+        assert lines[0].startswith(
+            "error: PretrainedWeightsUnavailable: the 'openai' weights of "
+            'ViT-B-16 are not in the local cache and cannot be downloaded '
+            '(https://huggingface.co cannot be reached: '), lines[0]
+        assert lines[0].endswith(
+            '--cfg-options model.clip.pretrained=/path/to/ViT-B-16.pt '
+            '(OpenAI\'s released file or an open_clip state dict)')
+        assert 'Config:' not in proc.stdout + proc.stderr
+        assert not work_dir.exists()

@@ -64,8 +64,10 @@ class DatasetMetaHook(Hook):
     the groups of its train counts (head ``n_c >= 100``, tail ``n_c < 20``,
     as the benchmarks).
 
-    Use it with ``custom_hooks = [dict(type='DatasetMetaHook')]``. Models
-    without ``set_dataset_meta`` are left alone (with a warning).
+    Use it with ``custom_hooks = [dict(type='DatasetMetaHook')]``. For any
+    model (e.g. MMPretrain's ``ImageClassifier``) the evaluators get the
+    groups; a model with ``set_dataset_meta`` (LM-CLIP's classifier) also
+    gets the metainfo: its class names, prompts and loss class weights.
     """
 
     priority = 'VERY_HIGH'
@@ -81,17 +83,13 @@ class DatasetMetaHook(Hook):
         model = runner.model
         if is_model_wrapper(model):
             model = model.module
-        if not hasattr(model, 'set_dataset_meta'):
-            print_log(
-                f'DatasetMetaHook: {type(model).__name__} has no '
-                'set_dataset_meta; nothing done',
-                logger='current',
-                level=30)
-            return
+        takes_meta = hasattr(model, 'set_dataset_meta')
         if not metainfo:
-            raise RuntimeError(
-                f'DatasetMetaHook: the dataset of {loop_name} has no '
-                'metainfo to pass to the model')
+            if takes_meta:
+                raise RuntimeError(
+                    f'DatasetMetaHook: the dataset of {loop_name} has no '
+                    'metainfo to pass to the model')
+            return
         metainfo = dict(metainfo)
         training = loop_name == 'train_loop'
         if training and not all(k in metainfo for k in COUNT_KEYS):
@@ -104,6 +102,14 @@ class DatasetMetaHook(Hook):
         else:
             self._use_train_counts(metainfo)
             self._give_groups_to_evaluator(loop)
+        if not takes_meta:
+            if training:
+                print_log(
+                    f'DatasetMetaHook: {type(model).__name__} has no '
+                    'set_dataset_meta: the class counts and head/middle/'
+                    'tail groups go to the evaluators only',
+                    logger='current')
+            return
         if 'training' in inspect.signature(
                 model.set_dataset_meta).parameters:
             model.set_dataset_meta(metainfo, training=training)

@@ -7,8 +7,9 @@ from typing import Optional
 import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config, ConfigDict
-from mmengine.runner import Runner
+from mmengine.runner import Runner, find_latest_checkpoint
 from mmpretrain.registry import RUNNERS
+from mmpretrain.utils import get_ori_model
 
 #: the DDP wrapper of CPU processes (the scope prefix is needed: mmengine
 #: looks wrappers up in its root registry)
@@ -92,6 +93,12 @@ class LMCLIPRunner(Runner):
     (which build ``RUNNERS.build(cfg)`` when a config has ``runner_type``)
     get the same fixes as this project's tools. The scope prefix is needed:
     those tools build it from mmengine's root registry.
+
+    When it resumes a checkpoint, the model's pretrained weights are not
+    loaded first (a model with ``skip_pretrained_weights(reason)``, as
+    :class:`~lmclip_mm.models.LMCLIPClassifier`, is told so): the
+    checkpoint replaces them. With ``load_from`` alone they are loaded (the
+    checkpoint may hold only some of the weights).
     """
 
     @classmethod
@@ -100,3 +107,20 @@ class LMCLIPRunner(Runner):
         fix_dataloaders(cfg)
         init_cpu_distributed(cfg)
         return super().from_cfg(cfg)
+
+    def resume_checkpoint(self) -> Optional[str]:
+        """The checkpoint :meth:`load_or_resume` will resume, if any (its
+        rule: ``resume`` with ``load_from``, else the work dir's latest)."""
+        if self._has_loaded or not self._resume:
+            return None
+        if self._load_from is not None:
+            return self._load_from
+        return find_latest_checkpoint(self.work_dir)
+
+    def _init_model_weights(self) -> None:
+        resume_from = self.resume_checkpoint()
+        skip = getattr(get_ori_model(self.model), 'skip_pretrained_weights',
+                       None)
+        if resume_from is not None and callable(skip):
+            skip(f'resuming {resume_from}')
+        super()._init_model_weights()

@@ -4,12 +4,13 @@ from typing import Dict, List, Optional, Sequence
 import open_clip
 import torch
 import torch.nn.functional as F
+from mmengine.logging import MMLogger
 from mmpretrain.models.classifiers import BaseClassifier
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 from ..heads.lmclip_head import LMCLIPHead
-from ..utils.clip_factory import create_clip_model
+from ..utils.clip_factory import create_clip_model, load_clip_weights
 from ..utils.fast_encoders import (encode_image, encode_text,
                                    encode_texts_packed, eot_truncate,
                                    sdpa_attention, supports_packing)
@@ -64,7 +65,13 @@ class LMCLIPClassifier(DatasetMetaMixin, BaseClassifier):
             ``'ViT-B-16'``, ``'RN50'``, ``'lmclip-tiny-vit'``),
             ``pretrained`` (None, a tag like ``'openai'`` or a weights file;
             see :func:`~lmclip_mm.models.utils.create_clip_model`) and any
-            other :func:`open_clip.create_model` argument.
+            other :func:`open_clip.create_model` argument. The model is
+            built for the ``pretrained`` weights (a tag's activation and
+            preprocessing) and :meth:`init_weights` loads them, as
+            MMPretrain's models load their pretrained backbones: the runner
+            calls it before training; a checkpoint loaded instead (``test.py``,
+            ``get_model(name, pretrained=CKPT)``, the inferencers) needs no
+            CLIP weights.
         classes (sequence of str, optional): class names. Defaults to None:
             taken from the dataset's metainfo. Explicit names win over the
             dataset's (e.g. friendlier prompt words) but must be as many.
@@ -172,7 +179,13 @@ class LMCLIPClassifier(DatasetMetaMixin, BaseClassifier):
         self.model_name = clip_kwargs.pop('model_name')
         pretrained = clip_kwargs.pop('pretrained', None)
         self.clip = create_clip_model(
-            self.model_name, pretrained=pretrained, **clip_kwargs)
+            self.model_name, pretrained=pretrained, load_weights=False,
+            **clip_kwargs)
+        self.clip_pretrained = pretrained
+        self._clip_cache_dir = clip_kwargs.get('cache_dir')
+        #: the ``pretrained`` CLIP weights are still to be loaded by
+        #: :meth:`init_weights`
+        self.clip_weights_pending = bool(pretrained)
         self.tokenizer = open_clip.get_tokenizer(
             self.model_name,
             context_length=clip_kwargs.get('force_context_length'))
@@ -190,6 +203,35 @@ class LMCLIPClassifier(DatasetMetaMixin, BaseClassifier):
     def __setattr__(self, name, value):
         if not ChildAttribute.set_module(self, name, value):
             super().__setattr__(name, value)
+
+    # ------------------------------------------------------------------
+    # weights
+
+    def init_weights(self):
+        """mmengine's initialisation, then the ``clip.pretrained`` weights
+        (once; the runner calls this before training). Without
+        ``pretrained``, the CLIP keeps its random initialisation."""
+        super().init_weights()
+        if self.clip_weights_pending:
+            load_clip_weights(self.clip, self.model_name,
+                              self.clip_pretrained, self._clip_cache_dir)
+            self.clip_weights_pending = False
+            self._text_cache = None
+        elif not self.clip_pretrained:
+            MMLogger.get_current_instance().info(
+                f'open_clip model {self.model_name}: random initialisation '
+                '(model.clip.pretrained is None)')
+
+    def skip_pretrained_weights(self, reason: str) -> None:
+        """Do not load the ``clip.pretrained`` weights in
+        :meth:`init_weights`: a checkpoint replaces them (``reason``, logged;
+        the :class:`~lmclip_mm.engine.runner.LMCLIPRunner` calls this when
+        it resumes)."""
+        if self.clip_weights_pending:
+            MMLogger.get_current_instance().info(
+                f'open_clip model {self.model_name}: the '
+                f'{self.clip_pretrained!r} weights are not loaded: {reason}')
+            self.clip_weights_pending = False
 
     # ------------------------------------------------------------------
     # text
@@ -283,9 +325,11 @@ class LMCLIPClassifier(DatasetMetaMixin, BaseClassifier):
         if image_size is not None:
             if isinstance(image_size, int):
                 image_size = (image_size, image_size)
-            if tuple(inputs.shape[-2:]) != tuple(image_size):
+            # ints: under tracing (get_flops.py) the sizes are tensors
+            size = tuple(int(s) for s in inputs.shape[-2:])
+            if size != tuple(image_size):
                 raise ValueError(
-                    f'images are {tuple(inputs.shape[-2:])} but '
+                    f'images are {size} but '
                     f'{self.model_name} expects {tuple(image_size)}: resize '
                     'them in the pipeline (the paper: Resize to 224x224, no '
                     "crop) or set clip=dict(force_image_size=...)")

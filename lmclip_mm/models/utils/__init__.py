@@ -4,8 +4,8 @@
 (:mod:`.fast_encoders`) and collectives with gradient
 (:mod:`.distributed`)."""
 from .clip_factory import (MODEL_CONFIG_DIR, PretrainedWeightsUnavailable,
-                           create_clip_model, register_model_configs,
-                           weights_from_checkpoint)
+                           check_clip_weights, create_clip_model,
+                           load_clip_weights, register_model_configs)
 from .fast_encoders import (encode_image, encode_text, encode_texts_packed,
                             eot_truncate, sdpa_attention,
                             supports_class_token_shortcut,
@@ -16,5 +16,5 @@ __all__ = [
     'encode_texts_packed', 'eot_truncate', 'register_model_configs',
     'sdpa_attention', 'supports_class_token_shortcut',
     'supports_eot_truncation', 'supports_packing',
-    'PretrainedWeightsUnavailable', 'weights_from_checkpoint'
+    'PretrainedWeightsUnavailable', 'check_clip_weights', 'load_clip_weights'
 ]

@@ -5,10 +5,16 @@
   init when weights were asked for) and also loads OpenAI's released
   TorchScript ``.pt`` files, which ``open_clip.create_model`` refuses with
   ``weights_only=True``.
+* With ``load_weights=False`` it builds the architecture the weights need
+  (a tag's QuickGELU and preprocessing) without reading or downloading
+  them; :func:`load_clip_weights` loads them later. The LM-CLIP classifier
+  does so in ``init_weights()``, as MMPretrain's models apply their
+  pretrained backbones: building a model, loading a checkpoint into it
+  (``get_model(name, pretrained=CKPT)``, the inferencers, ``test.py``,
+  ``get_flops.py``) never needs the CLIP weights.
 * Offline, a pretrained tag whose weights are not cached fails at once
-  (:class:`PretrainedWeightsUnavailable`), and inside
-  :func:`weights_from_checkpoint` a CLIP whose weights a checkpoint will
-  replace is built without open_clip's "initialized randomly" warning.
+  (:class:`PretrainedWeightsUnavailable`; :func:`check_clip_weights` asks
+  before anything is built).
 * The tiny model configs of ``lmclip_mm/model_configs`` are registered with
   open_clip when this module is imported.
 
@@ -22,13 +28,13 @@ import os.path as osp
 import warnings
 import zipfile
 from contextlib import contextmanager
-from typing import List, Optional
+from typing import Optional
 
 import open_clip
 import torch
 from open_clip.factory import get_model_config, parse_model_name
 from open_clip.model import resize_pos_embed, resize_text_pos_embed
-from open_clip.pretrained import (get_pretrained_cfg,
+from open_clip.pretrained import (download_pretrained, get_pretrained_cfg,
                                   list_pretrained_tags_by_model)
 
 from ...fileio.checkpoint_safety import (UntrustedCheckpointError,
@@ -36,7 +42,7 @@ from ...fileio.checkpoint_safety import (UntrustedCheckpointError,
 
 __all__ = [
     'MODEL_CONFIG_DIR', 'register_model_configs', 'create_clip_model',
-    'weights_from_checkpoint', 'PretrainedWeightsUnavailable'
+    'load_clip_weights', 'check_clip_weights', 'PretrainedWeightsUnavailable'
 ]
 
 logger = logging.getLogger(__name__)
@@ -78,23 +84,6 @@ def _quiet_random_init():
         yield
     finally:
         root.removeFilter(drop)
-
-
-#: checkpoints whose weights replace those of the CLIP models built now
-_checkpoints: List[str] = []
-
-
-@contextmanager
-def weights_from_checkpoint(checkpoint: str):
-    """While active, a CLIP created without pretrained weights is not
-    announced as "initialized randomly" by open_clip: the caller loads
-    ``checkpoint`` into it afterwards (``tools/test.py``,
-    ``tools/infer.py``). Training from scratch keeps the warning."""
-    _checkpoints.append(str(checkpoint))
-    try:
-        yield
-    finally:
-        _checkpoints.pop()
 
 
 def _is_torchscript_archive(path: str) -> bool:
@@ -208,8 +197,117 @@ def _unknown_model_error(model_name: str) -> ValueError:
         '\'local-dir:/path\'.')
 
 
+def _weights_file(model_name: str, pretrained: str) -> str:
+    """The path of a weights file given as ``pretrained`` (not a tag)."""
+    path = osp.expanduser(pretrained)
+    if not osp.isfile(path):
+        tags = list_pretrained_tags_by_model(model_name)
+        raise FileNotFoundError(
+            f'pretrained weights file not found: {path!r} (nor is '
+            f'{pretrained!r} a pretrained tag of {model_name}; its tags: '
+            f'{tags})')
+    return path
+
+
+def _model_name(model_name: str) -> str:
+    """open_clip's name of a model without schema (unknown: an error)."""
+    name = model_name.replace('/', '-')
+    if get_model_config(name) is None:
+        raise _unknown_model_error(model_name)
+    return name
+
+
+def check_clip_weights(model_name: str, pretrained: Optional[str],
+                       cache_dir: Optional[str] = None) -> None:
+    """Raise now what :func:`load_clip_weights` would raise for missing
+    weights: :class:`PretrainedWeightsUnavailable` for a tag neither cached
+    nor downloadable (within :data:`HUB_PROBE_TIMEOUT` seconds),
+    ``FileNotFoundError`` for a missing file. Cheap: nothing is built,
+    downloaded or read."""
+    if not pretrained or parse_model_name(model_name)[0] is not None:
+        return
+    name = _model_name(model_name)
+    tag_cfg = get_pretrained_cfg(name, pretrained)
+    if not tag_cfg:
+        _weights_file(name, pretrained)
+        return
+    if _tag_weights_cached(tag_cfg, cache_dir):
+        return
+    why = _offline_reason(tag_cfg)  # fail fast: the hub would retry
+    if why:
+        raise PretrainedWeightsUnavailable(
+            f'the {pretrained!r} weights of {name} are not in the local '
+            f'cache and cannot be downloaded ({why}): run once with network '
+            'access, or use a local weights file, e.g. --cfg-options '
+            f'model.clip.pretrained=/path/to/{name}.pt (OpenAI\'s released '
+            'file or an open_clip state dict)')
+
+
+def load_clip_weights(model: torch.nn.Module,
+                      model_name: str,
+                      pretrained: str,
+                      cache_dir: Optional[str] = None) -> None:
+    """Load the weights ``pretrained`` names (a tag of ``model_name``,
+    downloaded through open_clip's cache, or a weights file: a state dict
+    or one of OpenAI's TorchScript archives) into ``model`` strictly, as
+    :func:`open_clip.create_model` would have at creation.
+
+    Raises:
+        PretrainedWeightsUnavailable: a tag's weights are neither cached
+            nor downloadable.
+        FileNotFoundError: ``pretrained`` is neither a tag nor a file.
+        UntrustedCheckpointError: a file needs full unpickling and is not
+            trusted.
+        RuntimeError: the weights could not be obtained or loaded.
+    """
+    name = _model_name(model_name)
+    check_clip_weights(name, pretrained, cache_dir)
+    tag_cfg = get_pretrained_cfg(name, pretrained)
+    if tag_cfg:
+        try:
+            path = download_pretrained(tag_cfg, cache_dir=cache_dir)
+            open_clip.load_checkpoint(model, path, strict=True,
+                                      weights_only=True)
+        except Exception as e:
+            raise RuntimeError(
+                f'Could not load the {pretrained!r} weights of {name} ({e}). '
+                'Offline, they must already be in the Hugging Face hub cache '
+                '(HF_HUB_OFFLINE=1); otherwise pass the path of a local '
+                'weights file, e.g. OpenAI\'s ViT-B-16.pt, as pretrained.'
+            ) from e
+        logger.info(f'open_clip model {name}: loaded the {pretrained!r} '
+                    f'weights ({path})')
+        return
+    path = _weights_file(name, pretrained)
+    if _is_torchscript_archive(path):
+        try:
+            _load_torchscript_weights(model, path)
+        except Exception as e:
+            raise RuntimeError(f'Could not load the TorchScript CLIP weights '
+                               f'{path!r} into {name}: {e}') from e
+        logger.info(f'open_clip model {name}: loaded TorchScript weights '
+                    f'{path}')
+        return
+    # Weights-only unpickling unless the user trusts this very file
+    # (lmclip_mm.fileio.checkpoint_safety.trust_checkpoint /
+    # --trust-checkpoint).
+    trusted = is_trusted(path)
+    try:
+        with weights_only_guard(path, trusted=trusted):
+            open_clip.load_checkpoint(model, path, strict=True,
+                                      weights_only=not trusted)
+    except UntrustedCheckpointError:
+        raise
+    except Exception as e:
+        raise RuntimeError(
+            f'Could not load the weights file {path!r} into {name}: {e}'
+        ) from e
+    logger.info(f'open_clip model {name}: loaded the weights file {path}')
+
+
 def create_clip_model(model_name: str,
                       pretrained: Optional[str] = None,
+                      load_weights: bool = True,
                       **kwargs) -> torch.nn.Module:
     """Create an open_clip model, strictly.
 
@@ -223,6 +321,12 @@ def create_clip_model(model_name: str,
             weights file: a plain state dict (``.pt``/``.pth``/``.bin``,
             loaded with ``weights_only=True``, or ``.safetensors``) or one of
             OpenAI's TorchScript archives (``ViT-B-16.pt``).
+        load_weights (bool): load the ``pretrained`` weights now. False:
+            build the architecture they need (a tag's QuickGELU and
+            preprocessing; QuickGELU for a TorchScript archive) without
+            downloading or reading them; load them later with
+            :func:`load_clip_weights`, or a checkpoint replaces them.
+            Defaults to True.
         **kwargs: passed to :func:`open_clip.create_model` (``precision``,
             ``force_quick_gelu``, ``force_image_size``, ``cache_dir``, ...).
             For weights of a tag trained with QuickGELU (OpenAI's) and for
@@ -235,113 +339,47 @@ def create_clip_model(model_name: str,
         ValueError: unknown model name.
         FileNotFoundError: ``pretrained`` is neither a tag of the model nor
             an existing file.
-        PretrainedWeightsUnavailable: the weights of a tag are not cached
-            and their host cannot be reached (``HF_HUB_OFFLINE=1``, no
-            network); raised within :data:`HUB_PROBE_TIMEOUT` seconds.
+        PretrainedWeightsUnavailable: (``load_weights=True``) the weights of
+            a tag are not cached and their host cannot be reached
+            (``HF_HUB_OFFLINE=1``, no network); raised within
+            :data:`HUB_PROBE_TIMEOUT` seconds.
         RuntimeError: the weights could not be obtained or loaded.
     """
     for bad in ('jit', 'require_pretrained', 'weights_only'):
         if bad in kwargs:
             raise ValueError(f'create_clip_model does not accept {bad!r}')
     schema, _ = parse_model_name(model_name)
-    name = model_name.replace('/', '-') if schema is None else model_name
-    if schema is None and get_model_config(name) is None:
-        raise _unknown_model_error(model_name)
     if schema is not None:
         if pretrained:
             raise ValueError(f'{model_name!r} brings its own weights; '
                              'pretrained must be None')
         return open_clip.create_model(
             model_name, weights_only=True, **kwargs)
-
-    if not pretrained:
-        if _checkpoints:
-            logger.info(f'open_clip model {name}: weights from the '
-                        f'checkpoint {_checkpoints[-1]}')
-            with _quiet_random_init():
-                return open_clip.create_model(
-                    name, pretrained=None, weights_only=True, **kwargs)
+    name = _model_name(model_name)
+    if pretrained:
+        tag_cfg = get_pretrained_cfg(name, pretrained)
+        if tag_cfg:
+            if tag_cfg.get('quick_gelu', False):
+                kwargs.setdefault('force_quick_gelu', True)
+            # the tag's preprocessing, as open_clip sets it with the weights
+            kwargs.setdefault('force_preprocess_cfg', {
+                k: tag_cfg[k] for k in ('mean', 'std', 'interpolation',
+                                        'resize_mode') if k in tag_cfg})
+        elif _is_torchscript_archive(_weights_file(name, pretrained)):
+            kwargs.setdefault('force_quick_gelu', True)
+        # the CLIP weights cover the towers: no tower weights downloaded
+        kwargs.setdefault('pretrained_text', False)
+        if load_weights:
+            check_clip_weights(name, pretrained, kwargs.get('cache_dir'))
+    with _quiet_random_init():  # said below, in our words
+        model = open_clip.create_model(
+            name, pretrained=None, weights_only=True, **kwargs)
+    if pretrained and load_weights:
+        load_clip_weights(model, name, pretrained, kwargs.get('cache_dir'))
+    elif pretrained:
+        logger.debug(f'open_clip model {name}: built for the {pretrained!r} '
+                     'weights, not loaded yet')
+    elif load_weights:
         logger.info(f'open_clip model {name}: random initialisation '
                     '(pretrained=None)')
-        return open_clip.create_model(
-            name, pretrained=None, weights_only=True, **kwargs)
-
-    tag_cfg = get_pretrained_cfg(name, pretrained)
-    if tag_cfg:
-        if tag_cfg.get('quick_gelu', False):
-            kwargs.setdefault('force_quick_gelu', True)
-        if not _tag_weights_cached(tag_cfg, kwargs.get('cache_dir')):
-            # fail fast offline (huggingface_hub would retry for a minute)
-            why = _offline_reason(tag_cfg)
-            if why and _checkpoints:
-                # tools/test.py, tools/infer.py: a checkpoint replaces the
-                # weights; build the tag's architecture (its activation,
-                # its preprocessing) without them
-                logger.info(f'open_clip model {name}: the {pretrained!r} '
-                            f'weights are not available ({why}); weights '
-                            f'from the checkpoint {_checkpoints[-1]}')
-                kwargs.setdefault('force_preprocess_cfg', {
-                    k: tag_cfg[k] for k in ('mean', 'std', 'interpolation',
-                                            'resize_mode') if k in tag_cfg})
-                with _quiet_random_init():
-                    return open_clip.create_model(
-                        name, pretrained=None, weights_only=True, **kwargs)
-            if why:
-                raise PretrainedWeightsUnavailable(
-                    f'the {pretrained!r} weights of {name} are not in the '
-                    f'local cache and cannot be downloaded ({why}): run once '
-                    'with network access, or use a local weights file, '
-                    f'e.g. --cfg-options model.clip.pretrained=/path/to/'
-                    f'{name}.pt (OpenAI\'s released file or an open_clip '
-                    'state dict)')
-        try:
-            return open_clip.create_model(
-                name,
-                pretrained=pretrained,
-                require_pretrained=True,
-                weights_only=True,
-                **kwargs)
-        except Exception as e:
-            raise RuntimeError(
-                f'Could not load the {pretrained!r} weights of {name} ({e}). '
-                'Offline, they must already be in the Hugging Face hub cache '
-                '(HF_HUB_OFFLINE=1); otherwise pass the path of a local '
-                'weights file, e.g. OpenAI\'s ViT-B-16.pt, as pretrained.'
-            ) from e
-
-    path = osp.expanduser(pretrained)
-    if not osp.isfile(path):
-        tags = list_pretrained_tags_by_model(name)
-        raise FileNotFoundError(
-            f'pretrained weights file not found: {path!r} (nor is '
-            f'{pretrained!r} a pretrained tag of {name}; its tags: {tags})')
-    if _is_torchscript_archive(path):
-        kwargs.setdefault('force_quick_gelu', True)
-        with _quiet_random_init():  # the archive's weights follow
-            model = open_clip.create_model(
-                name, pretrained=None, weights_only=True, **kwargs)
-        try:
-            _load_torchscript_weights(model, path)
-        except Exception as e:
-            raise RuntimeError(f'Could not load the TorchScript CLIP weights '
-                               f'{path!r} into {name}: {e}') from e
-        logger.info(f'open_clip model {name}: loaded TorchScript weights '
-                    f'{path}')
-        return model
-    # Weights-only unpickling unless the user trusts this very file
-    # (lmclip_mm.utils.checkpoint.trust_checkpoint / --trust-checkpoint).
-    trusted = is_trusted(path)
-    try:
-        with weights_only_guard(path, trusted=trusted):
-            return open_clip.create_model(
-                name,
-                pretrained=path,
-                require_pretrained=True,
-                weights_only=not trusted,
-                **kwargs)
-    except UntrustedCheckpointError:
-        raise
-    except Exception as e:
-        raise RuntimeError(
-            f'Could not load the weights file {path!r} into {name}: {e}'
-        ) from e
+    return model

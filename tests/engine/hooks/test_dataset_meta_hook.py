@@ -53,6 +53,64 @@ def test_each_phase_gets_its_dataset_meta_through_wrappers():
 
 def test_models_without_set_dataset_meta_are_left_alone():
     DatasetMetaHook().before_train(_runner(torch.nn.Linear(1, 1), train=META))
+    # nor do they need metainfo
+    DatasetMetaHook().before_val(_runner(torch.nn.Linear(1, 1), val=None))
+
+
+class _PlainDataset(torch.utils.data.Dataset):
+    """As mmpretrain's MultiLabelDataset: classes and get_cat_ids, no class
+    counts nor groups in the metainfo."""
+    labels = [[0]] * 100 + [[1]] * 30 + [[2]] * 5 + [[0, 2]] * 5
+    metainfo = dict(classes=CLASSES)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def get_cat_ids(self, i):
+        return self.labels[i]
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(i)
+        return dict(inputs=torch.randint(0, 256, (3, 16, 16), generator=g,
+                                         dtype=torch.uint8),
+                    data_samples=DataSample().set_gt_label(self.labels[i]))
+
+
+def test_any_model_gets_the_groups_in_its_long_tail_metrics(tmp_path):
+    """MMPretrain's ImageClassifier on a dataset whose metainfo has no
+    groups: LongTailAveragePrecision still reports the head/middle/tail mAP
+    (groups of the train counts: head >= 100, tail < 20 images)."""
+    from mmengine.dataset import pseudo_collate
+    from mmengine.runner import Runner
+
+    def loader():
+        return torch.utils.data.DataLoader(
+            _PlainDataset(), batch_size=70, collate_fn=pseudo_collate)
+
+    runner = Runner(
+        model=dict(
+            type='ImageClassifier',
+            backbone=dict(type='ResNet', depth=18, num_stages=1,
+                          strides=(1, ), dilations=(1, ), out_indices=(0, )),
+            neck=dict(type='GlobalAveragePooling'),
+            head=dict(type='MultiLabelLinearClsHead', num_classes=3,
+                      in_channels=64)),
+        work_dir=str(tmp_path),
+        train_dataloader=loader(),
+        train_cfg=dict(by_epoch=False, max_iters=1, val_interval=1),
+        val_dataloader=loader(),
+        val_cfg=dict(),
+        val_evaluator=dict(type='LongTailAveragePrecision'),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=1e-3)),
+        custom_hooks=[dict(type='DatasetMetaHook')],
+        default_hooks=dict(checkpoint=None),
+        default_scope='mmpretrain', log_level='WARNING')
+    runner.train()
+    metrics = runner.message_hub.log_scalars
+    for group in ('head', 'middle', 'tail'):
+        assert f'val/long-tail/mAP_{group}' in metrics, sorted(metrics)
+    assert runner.val_evaluator.dataset_meta['head_classes'] == [0]
+    assert runner.val_evaluator.dataset_meta['tail_classes'] == [2]
 
 
 def test_dataset_without_metainfo_raises():

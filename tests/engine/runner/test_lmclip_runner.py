@@ -101,3 +101,102 @@ def test_mmpretrain_train_py_runs_the_toy_config_on_two_cpu_processes(
     assert proc.returncode == 0, log[-4000:]
     assert "'backend': 'gloo'" in log
     assert (tmp_path / 'w' / 'epoch_1.pth').is_file()
+
+
+# -- CLIP weights: loaded by init_weights when training starts ---------------
+def _weights_file(path, seed):
+    """A state dict of the toy config's CLIP, seeded."""
+    import torch
+
+    from lmclip_mm.models.utils import create_clip_model
+    torch.manual_seed(seed)
+    torch.save(create_clip_model('lmclip-tiny-rn').state_dict(), path)
+    return str(path)
+
+
+def _train_cfg(tmp_path, toy_root, weights, max_epochs, **extra):
+    cfg = Config.fromfile(str(TOY))
+    cfg.work_dir = str(tmp_path / 'work')
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].dataset.data_root = str(toy_root)
+    cfg.train_dataloader.dataset.indices = 16
+    cfg.model.clip.pretrained = weights
+    cfg.train_cfg.max_epochs = max_epochs
+    cfg.train_cfg.val_interval = 100  # no validation
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1)
+    cfg.merge_from_dict(extra)
+    return cfg
+
+
+class _FirstStepWeights:
+    """A hook that records the CLIP's weights before the first step of
+    the run (``before_train_iter``, highest priority)."""
+
+    def __new__(cls):
+        from mmengine.hooks import Hook
+
+        class FirstStep(Hook):
+            priority = 'HIGHEST'
+            seen = None
+
+            def before_train_iter(self, runner, batch_idx, data_batch=None):
+                if self.seen is None:
+                    model = runner.model
+                    self.seen = {k: v.clone() for k, v in
+                                 model.clip.state_dict().items()}
+        return FirstStep()
+
+
+def _assert_equal(state, path_or_state):
+    import torch
+    other = torch.load(path_or_state, weights_only=True) \
+        if isinstance(path_or_state, str) else path_or_state
+    assert state.keys() == other.keys()
+    for key in state:
+        assert torch.equal(state[key], other[key]), key
+
+
+def test_clip_weights_loaded_before_the_first_step_not_when_resuming(
+        tmp_path, toy_root, monkeypatch):
+    """Building the model reads no CLIP weights; training loads them
+    (init_weights) before its first step; a resumed run does not load them
+    again: its checkpoint's weights are the ones trained on."""
+    import torch
+
+    from lmclip_mm.models.classifiers import lmclip_classifier
+    loads = []
+    real = lmclip_classifier.load_clip_weights
+    monkeypatch.setattr(lmclip_classifier, 'load_clip_weights',
+                        lambda *a, **k: (loads.append(a[2]), real(*a, **k)))
+    first = _weights_file(tmp_path / 'first.pt', 1)
+    runner = LMCLIPRunner.from_cfg(_train_cfg(tmp_path, toy_root, first, 1))
+    assert loads == []  # built, not loaded
+    hook = _FirstStepWeights()
+    runner.register_hook(hook)
+    runner.train()
+    assert loads == [first]
+    _assert_equal(hook.seen, first)
+
+    # resume: another weights file in the config; the checkpoint wins and
+    # the file is not even read
+    other = _weights_file(tmp_path / 'other.pt', 2)
+    runner = LMCLIPRunner.from_cfg(_train_cfg(
+        tmp_path, toy_root, other, 2, resume=True))
+    hook = _FirstStepWeights()
+    runner.register_hook(hook)
+    runner.train()
+    assert loads == [first]
+    ckpt = torch.load(tmp_path / 'work' / 'epoch_1.pth', weights_only=False)
+    _assert_equal(hook.seen, {k[len('clip.'):]: v
+                              for k, v in ckpt['state_dict'].items()
+                              if k.startswith('clip.')})
+    log = sorted((tmp_path / 'work').glob('*/*.log'))[-1].read_text()
+    assert "the '" + other + "' weights are not loaded: resuming " in log
+
+    # load_from without resume: the weights are loaded, then the checkpoint
+    runner = LMCLIPRunner.from_cfg(_train_cfg(
+        tmp_path, toy_root, other, 1, load_from=str(
+            tmp_path / 'work' / 'epoch_2.pth'),
+        work_dir=str(tmp_path / 'work2')))
+    runner.train()
+    assert loads == [first, other]

@@ -458,9 +458,20 @@ def test_pretrained_weights_file(tmp_path):
     model = LMCLIPClassifier(
         clip=dict(model_name='lmclip-tiny-vit', pretrained=path),
         classes=CLASSES)
-    for (name, a), b in zip(source.clip.state_dict().items(),
-                            model.clip.state_dict().values()):
-        assert torch.equal(a, b), name
+
+    def same():
+        return all(torch.equal(a, b) for a, b in zip(
+            source.clip.state_dict().values(),
+            model.clip.state_dict().values()))
+
+    # built for the weights, loaded by init_weights (once), as MMPretrain's
+    # pretrained backbones
+    assert model.clip_weights_pending and not same()
+    model.init_weights()
+    assert same() and not model.clip_weights_pending
+    torch.nn.init.zeros_(model.clip.logit_scale)
+    model.init_weights()  # a second call loads nothing
+    assert model.clip.logit_scale.item() == 0
 
 
 def test_head_entries_keep_their_checkpoint_keys(tmp_path):

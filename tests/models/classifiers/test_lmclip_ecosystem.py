@@ -26,10 +26,57 @@ def _threads():
 
 
 def _paper_model(config):
+    """The paper config's model as built: offline, without its 'openai'
+    weights (init_weights would load them)."""
     cfg = Config.fromfile(str(REPO / 'configs' / config))
-    cfg.model.clip.pretrained = None  # random init: no download
+    assert cfg.model.clip.pretrained == 'openai'
     torch.manual_seed(0)
     return MODELS.build(cfg.model).eval()
+
+
+def test_paper_model_names_build_offline_and_load_at_init_weights(
+        monkeypatch, tmp_path):
+    """mmpretrain.get_model on a paper model name needs no CLIP weights
+    (nothing is downloaded: a checkpoint would replace them); its
+    init_weights() is where they load, and offline that is the one clear
+    error."""
+    import open_clip.pretrained
+    from mmpretrain import get_model
+
+    from lmclip_mm.models.utils import PretrainedWeightsUnavailable
+
+    def no_download(*args, **kwargs):
+        raise AssertionError('a download was attempted')
+
+    monkeypatch.setattr(open_clip.pretrained, 'download_pretrained',
+                        no_download)
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.setenv('HF_HOME', str(tmp_path))  # an empty hub cache
+    model = get_model('lmclip_voc_mlt_rn50')
+    assert model.clip_weights_pending
+    with pytest.raises(PretrainedWeightsUnavailable, match='HF_HUB_OFFLINE'):
+        model.init_weights()
+
+
+def test_mmpretrain_get_flops_on_a_paper_config_offline(tmp_path):
+    """MMPretrain's own tools/analysis_tools/get_flops.py (as its wheel
+    ships it) on a paper config, offline with an empty hub cache."""
+    import subprocess
+    import sys
+
+    import mmpretrain
+    from lmclip_testing import tool_env
+    tool = Path(mmpretrain.__file__).parent / '.mim' / 'tools' / \
+        'analysis_tools' / 'get_flops.py'
+    if not tool.is_file():
+        pytest.skip('this mmpretrain wheel ships no .mim/tools')
+    env = tool_env(dict(HF_HUB_OFFLINE='1', HF_HOME=str(tmp_path)))
+    config = REPO / 'configs' / 'lmclip_voc_mlt_rn50.py'
+    proc = subprocess.run([sys.executable, str(tool), str(config)],
+                          capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'Flops:' in proc.stdout and 'Params:' in proc.stdout
 
 
 @pytest.mark.parametrize('config,image_gflops', [
@@ -56,6 +103,11 @@ def test_get_model_complexity_info_on_paper_models(config, image_gflops):
     # the full forward adds the 20 class prompts' text tower
     assert full['flops'] > image['flops']
     assert full['params'] == image['params']
+    # get_flops.py --shape 160: a readable size (ints, not traced tensors)
+    with pytest.raises(ValueError, match=r'images are \(160, 160\) but '
+                       f'{model.model_name} expects \\(224, 224\\)'):
+        get_model_complexity_info(model, input_shape=(3, 160, 160),
+                                  show_table=False, show_arch=False)
 
 
 def test_sync_bn_converts_lmclip_rn_model():

@@ -8,8 +8,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from lmclip_mm.models.utils.clip_factory import (  # noqa: E402
-    MODEL_CONFIG_DIR, PretrainedWeightsUnavailable, create_clip_model,
-    weights_from_checkpoint)
+    MODEL_CONFIG_DIR, PretrainedWeightsUnavailable, check_clip_weights,
+    create_clip_model, load_clip_weights)
 
 
 def test_tiny_configs_registered():
@@ -101,30 +101,41 @@ def test_unavailable_pretrained_tag_raises(tmp_path, monkeypatch):
             'RN50', pretrained='openai', cache_dir=str(tmp_path))
 
 
-def test_random_init_warning_only_without_a_checkpoint(caplog):
-    """open_clip's "Model initialized randomly" is misleading when a
-    checkpoint's weights are loaded next (tools/test.py, tools/infer.py);
-    training from scratch keeps it."""
+def test_no_random_init_warning_our_line_instead(caplog):
+    """open_clip's "Model initialized randomly" is never printed (it is
+    wrong when a checkpoint's or init_weights' weights follow); a final
+    random model says so in one line of ours."""
     import logging
     with caplog.at_level(logging.INFO):
         create_clip_model('lmclip-tiny-rn')
-    assert any('initialized randomly' in r.getMessage()
-               for r in caplog.records)
-    caplog.clear()
-    with caplog.at_level(logging.INFO):
-        with weights_from_checkpoint('work_dirs/x/epoch_30.pth'):
-            create_clip_model('lmclip-tiny-rn')
     messages = [r.getMessage() for r in caplog.records]
     assert not any('initialized randomly' in m for m in messages), messages
-    assert ('open_clip model lmclip-tiny-rn: weights from the checkpoint '
-            'work_dirs/x/epoch_30.pth') in messages
-    # the filter is gone afterwards
-    assert not logging.getLogger().filters
+    assert ('open_clip model lmclip-tiny-rn: random initialisation '
+            '(pretrained=None)') in messages
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        create_clip_model('lmclip-tiny-rn')
-    assert any('initialized randomly' in r.getMessage()
-               for r in caplog.records)
+        create_clip_model('lmclip-tiny-rn', load_weights=False)
+    assert not any('random' in r.getMessage() for r in caplog.records)
+    # the filter is gone afterwards
+    assert not logging.getLogger().filters
+
+
+def test_weights_loaded_later_equal_weights_loaded_at_creation(tmp_path):
+    """load_weights=False builds without reading the file;
+    load_clip_weights gives what creation with the weights gives."""
+    torch.manual_seed(1)
+    path = tmp_path / 'tiny.pt'
+    torch.save(create_clip_model('lmclip-tiny-vit').state_dict(), path)
+    at_creation = create_clip_model('lmclip-tiny-vit', pretrained=str(path))
+    torch.manual_seed(2)
+    later = create_clip_model('lmclip-tiny-vit', pretrained=str(path),
+                              load_weights=False)
+    with pytest.raises(AssertionError):
+        _assert_same_params(at_creation, later)
+    load_clip_weights(later, 'lmclip-tiny-vit', str(path))
+    _assert_same_params(at_creation, later)
+    with pytest.raises(FileNotFoundError, match='nope.pt'):
+        load_clip_weights(later, 'lmclip-tiny-vit', str(tmp_path / 'nope.pt'))
 
 
 def _closed_port():
@@ -198,24 +209,37 @@ def test_uncached_tag_fails_fast_offline(how, tmp_path, monkeypatch):
     assert isinstance(exc.value, RuntimeError)
 
 
-def test_offline_tag_with_a_checkpoint_builds_the_tags_architecture(
-        tmp_path, monkeypatch, caplog):
-    """tools/test.py CONFIG CKPT offline: the checkpoint brings the
-    weights, so the uncached 'openai' tag is not an error; the model has the
-    tag's QuickGELU and preprocessing, and nothing says "random"."""
+def test_a_tag_builds_offline_without_its_weights(tmp_path, monkeypatch,
+                                                  caplog):
+    """A model built for the uncached 'openai' tag (load_weights=False, as
+    the classifier does: a checkpoint or init_weights brings the weights)
+    needs no network: no request at all, the tag's QuickGELU and
+    preprocessing, nothing says "random"; loading the weights then fails
+    with the one-line error."""
     import logging
 
     from open_clip.transformer import QuickGELU
-    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
-    with caplog.at_level(logging.INFO):
-        with weights_from_checkpoint('ckpt.pth'):
-            model = create_clip_model('RN50', 'openai',
+    proxy = _CountingProxy()
+    for var in ('HTTPS_PROXY', 'HTTP_PROXY', 'https_proxy', 'http_proxy'):
+        monkeypatch.setenv(var, proxy.url)
+    monkeypatch.delenv('HF_HUB_OFFLINE', raising=False)
+    from huggingface_hub import constants
+    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
+    try:
+        with caplog.at_level(logging.INFO):
+            model = create_clip_model('RN50', 'openai', load_weights=False,
                                       cache_dir=str(tmp_path))
+        assert proxy.count == 0
+    finally:
+        proxy.close()
     assert any(isinstance(m, QuickGELU) for m in model.modules())
     assert tuple(model.visual.preprocess_cfg['mean']) == (
         0.48145466, 0.4578275, 0.40821073)
     messages = [r.getMessage() for r in caplog.records]
-    assert not any('initialized randomly' in m for m in messages), messages
-    assert any("the 'openai' weights are not available (HF_HUB_OFFLINE is "
-               'set); weights from the checkpoint ckpt.pth' in m
-               for m in messages), messages
+    assert not any('random' in m for m in messages), messages
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    with pytest.raises(PretrainedWeightsUnavailable, match='HF_HUB_OFFLINE'):
+        check_clip_weights('RN50', 'openai', str(tmp_path))
+    with pytest.raises(PretrainedWeightsUnavailable, match='HF_HUB_OFFLINE'):
+        load_clip_weights(model, 'RN50', 'openai', str(tmp_path))
+    check_clip_weights('RN50', None)  # nothing asked, nothing to check
