@@ -32,7 +32,13 @@ setup(
     # open_clip)
     packages=find_packages(
         include=['lmclip_mm', 'lmclip_mm.*', 'lmclip_tools', 'lmclip_tools.*']),
-    package_data={'lmclip_mm': ['model_configs/*.json']},
+    # the configs and the model index inside the package, as OpenMMLab
+    # packages ship theirs (lmclip_mm/.mim links to configs/ and
+    # model-index.yml; a wheel holds copies): lmclip_mm.configs and
+    # mmpretrain.get_model(name) work from any install
+    package_data={'lmclip_mm': [
+        'model_configs/*.json', '.mim/model-index.yml', '.mim/configs/*.py',
+        '.mim/configs/*.yml', '.mim/configs/**/*.py']},
     install_requires=read_requirements('runtime.txt'),
     extras_require={
         'tests': read_requirements('tests.txt'),

@@ -17,9 +17,13 @@ as ``python tools/train.py``):
 
 Importing this package imports nothing else.
 """
+import importlib.util
 import os.path as osp
 
 #: the repository (the clone) this package was installed from
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-#: its ``configs/`` folder
-CONFIGS = osp.join(REPO, 'configs')
+#: the configs ``lmclip_mm`` ships (``lmclip_mm/.mim/configs``, in a clone
+#: the repository's ``configs/``), found without importing ``lmclip_mm``
+CONFIGS = osp.realpath(osp.join(
+    list(importlib.util.find_spec('lmclip_mm').submodule_search_locations)[0],
+    '.mim', 'configs'))

@@ -55,7 +55,9 @@ def test_model_names_are_config_file_names():
         config = Path(getattr(config, 'filename', config))
         assert config.is_file(), name
         assert config.suffix == '.py' and config.stem == name
-        assert config.parent == REPO / 'configs'
+        # the package's configs (lmclip_mm/.mim, here the clone's)
+        assert config.parent == REPO / 'lmclip_mm' / '.mim' / 'configs'
+        assert config.resolve().parent == REPO / 'configs'
     # the index file itself, relative to the repository
     index = load(LMCLIP_MODEL_INDEX)
     index.build_models_with_collections()

@@ -4,20 +4,22 @@ is its config's file name without ``.py``, as in MMPretrain)."""
 import os.path as osp
 from typing import List, Optional
 
+from ..configs import MIM_DIR
+
 __all__ = ['register_lmclip_models', 'LMCLIP_MODEL_INDEX']
 
-#: the repository's model-index (the configs live next to it; an editable
-#: install, as the README's, keeps them there)
-LMCLIP_MODEL_INDEX = osp.join(
-    osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
-    'model-index.yml')
+#: the model index shipped in the package (``lmclip_mm/.mim``; in a clone a
+#: link to the repository's ``model-index.yml``), its configs beside it
+LMCLIP_MODEL_INDEX = osp.join(MIM_DIR, 'model-index.yml')
 
 
 def register_lmclip_models(model_index: Optional[str] = None) -> List[str]:
-    """Add the models of ``model_index`` (default: the repository's) to
-    mmpretrain's ``ModelHub``; names already known are skipped. Returns the
-    names registered now (none when the file does not exist, e.g. a
-    non-editable install without the configs)."""
+    """Add the models of ``model_index`` (default: the package's) to
+    mmpretrain's ``ModelHub`` with its public
+    ``ModelHub.register_model_index``; its config paths are relative to the
+    index's folder. An index whose models are all known already is skipped.
+    Returns the names registered now (none when the file does not
+    exist)."""
     model_index = model_index or LMCLIP_MODEL_INDEX
     if not osp.isfile(model_index):
         return []
@@ -26,13 +28,9 @@ def register_lmclip_models(model_index: Optional[str] = None) -> List[str]:
 
     index = load(model_index)
     index.build_models_with_collections()
-    prefix = osp.dirname(osp.abspath(model_index))
-    added = []
-    for metainfo in index.models:
-        name = metainfo.name.lower()
-        if name in ModelHub._models_dict:
-            continue
-        metainfo.config = ModelHub._expand_config_path(metainfo, prefix)
-        ModelHub._models_dict[name] = metainfo
-        added.append(name)
-    return added
+    names = [m.name.lower() for m in index.models]
+    if all(ModelHub.has(name) for name in names):
+        return []
+    ModelHub.register_model_index(
+        model_index, config_prefix=osp.dirname(osp.abspath(model_index)))
+    return names
