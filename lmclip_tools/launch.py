@@ -198,9 +198,10 @@ def user_errors() -> tuple:
     ``LMCLIP_TRACEBACK=1`` to get the traceback as well.
     """
     from lmclip_mm.datasets import DatasetFormatError
-    from lmclip_mm.models.utils import PretrainedWeightsUnavailable
+    from lmclip_mm.models.utils import (ClipDependencyError,
+                                        PretrainedWeightsUnavailable)
     return (DatasetFormatError, checkpoint_safety.UntrustedCheckpointError,
-            PretrainedWeightsUnavailable)
+            PretrainedWeightsUnavailable, ClipDependencyError)
 
 
 def _short_message(err: BaseException) -> str:

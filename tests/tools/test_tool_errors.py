@@ -129,3 +129,24 @@ def test_unreachable_hub_is_one_error_line(tool, tmp_path):
             '(OpenAI\'s released file or an open_clip state dict)')
         assert 'Config:' not in proc.stdout + proc.stderr
         assert not work_dir.exists()
+
+
+def test_a_tokenizer_without_its_package_is_one_error_line(tool, tmp_path):
+    """SigLIP's tokenizer is Hugging Face's: without ``transformers`` (not a
+    dependency) one line says which package to install, before the model
+    is built (with it installed but offline: that its files are missing)."""
+    proc = tool(['train.py', TOY, '--work-dir', tmp_path / 'w',
+                 '--cfg-options', 'model.clip.model_name=ViT-B-16-SigLIP'],
+                env=dict(HF_HUB_OFFLINE='1'), check=False)
+    assert proc.returncode == 1
+    assert 'Traceback' not in proc.stderr
+    lines = _error_lines(proc.stderr)
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith('error: ClipDependencyError: the tokenizer of '
+                               'ViT-B-16-SigLIP '), lines[0]
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        assert lines[0].endswith("needs the package 'transformers', which "
+                                 'is not installed: pip install '
+                                 'transformers'), lines[0]

@@ -1,7 +1,6 @@
 """LM-CLIP: a fine-tuned open_clip model as a multi-label classifier."""
 from typing import Dict, List, Optional, Sequence
 
-import open_clip
 import torch
 import torch.nn.functional as F
 from mmengine.logging import MMLogger
@@ -10,7 +9,8 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 from ..heads.lmclip_head import LMCLIPHead
-from ..utils.clip_factory import create_clip_model, load_clip_weights
+from ..utils.clip_factory import (create_clip_model, create_tokenizer,
+                                  load_clip_weights)
 from ..utils.fast_encoders import (encode_image, encode_text,
                                    encode_texts_packed, eot_truncate,
                                    sdpa_attention, supports_packing)
@@ -178,6 +178,9 @@ class LMCLIPClassifier(DatasetMetaMixin, BaseClassifier):
         clip_kwargs = dict(clip)
         self.model_name = clip_kwargs.pop('model_name')
         pretrained = clip_kwargs.pop('pretrained', None)
+        # first: a missing package of the tokenizer fails before the build
+        tokenizer = create_tokenizer(
+            self.model_name, clip_kwargs.get('force_context_length'))
         self.clip = create_clip_model(
             self.model_name, pretrained=pretrained, load_weights=False,
             **clip_kwargs)
@@ -186,9 +189,7 @@ class LMCLIPClassifier(DatasetMetaMixin, BaseClassifier):
         #: the ``pretrained`` CLIP weights are still to be loaded by
         #: :meth:`init_weights`
         self.clip_weights_pending = bool(pretrained)
-        self.tokenizer = open_clip.get_tokenizer(
-            self.model_name,
-            context_length=clip_kwargs.get('force_context_length'))
+        self.tokenizer = tokenizer
         self.head = head
         flatten_child(self, 'head')  # the keys of the checkpoints stay
 

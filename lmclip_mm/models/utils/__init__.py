@@ -3,8 +3,9 @@
 (:mod:`.clip_factory`), their towers' fast forward passes
 (:mod:`.fast_encoders`) and collectives with gradient
 (:mod:`.distributed`)."""
-from .clip_factory import (MODEL_CONFIG_DIR, PretrainedWeightsUnavailable,
-                           check_clip_weights, create_clip_model,
+from .clip_factory import (MODEL_CONFIG_DIR, ClipDependencyError,
+                           PretrainedWeightsUnavailable, check_clip_weights,
+                           create_clip_model, create_tokenizer,
                            load_clip_weights, register_model_configs)
 from .fast_encoders import (encode_image, encode_text, encode_texts_packed,
                             eot_truncate, sdpa_attention,
@@ -16,5 +17,6 @@ __all__ = [
     'encode_texts_packed', 'eot_truncate', 'register_model_configs',
     'sdpa_attention', 'supports_class_token_shortcut',
     'supports_eot_truncation', 'supports_packing',
-    'PretrainedWeightsUnavailable', 'check_clip_weights', 'load_clip_weights'
+    'PretrainedWeightsUnavailable', 'check_clip_weights', 'load_clip_weights',
+    'ClipDependencyError', 'create_tokenizer'
 ]
