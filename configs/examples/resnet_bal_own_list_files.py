@@ -10,7 +10,7 @@ _base_ = [
 ]
 custom_imports = dict(imports=['lmclip_mm'], allow_failed_imports=False)
 
-num_classes = 20  # the lines of labels.txt
+num_classes = 20  # the lines of labels.txt (DatasetMetaHook checks it)
 data_root = 'data/my_lt/'
 dataset = dict(
     type='LongTailMultiLabelDataset',
@@ -67,6 +67,10 @@ model = dict(
         # sum over the classes / images, as mmpretrain's multi-label losses;
         # class weights: lmclip_mm.datasets.class_weights(counts, N, power)
         loss=dict(type='BalancedAsymmetricLoss', gamma_neg=4.0, clip=0.05)))
+
+# the train counts' head/middle/tail groups to LongTailAveragePrecision, and
+# a check that num_classes is the labels file's
+custom_hooks = [dict(type='DatasetMetaHook')]
 
 train_cfg = dict(by_epoch=True, max_epochs=100, val_interval=1)
 default_hooks = dict(

@@ -110,3 +110,18 @@ def test_resnet_bal_own_list_files(list_files, tmp_path):
     assert glob.glob(str(work / 'best_long-tail_mAP_epoch_1.pth'))
     # no --tensorboard: no events
     assert not glob.glob(str(work / '*' / 'vis_data' / 'events.out.*'))
+    # DatasetMetaHook: the ResNet's metric reports the train counts' groups
+    assert 'long-tail/mAP_tail' in last and 'long-tail/mAP_head' in last
+    # the example's num_classes = 20 on a 4-class labels.txt: one error
+    # line, nothing trained
+    proc = run_tool([
+        'train.py', REPO / 'configs/examples/resnet_bal_own_list_files.py',
+        '--work-dir', tmp_path / 'wrong', '--cfg-options',
+        *_data_options(list_files), 'model.backbone.depth=18',
+        'model.head.in_channels=512', 'train_cfg.max_epochs=1'], check=False)
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        'error: DatasetFormatError: model.head.num_classes is 20 but the '
+        'dataset of train_loop has 4 classes '
+        f'({list_files / "labels.txt"}): set num_classes = 4 in the config')
+    assert not glob.glob(str(tmp_path / 'wrong' / '*.pth'))

@@ -8,6 +8,7 @@ from mmengine.model import is_model_wrapper
 from mmpretrain.registry import HOOKS
 
 from lmclip_mm.datasets import class_stats
+from lmclip_mm.datasets.mlt_format import DatasetFormatError
 
 #: the metainfo keys of the loss class weights
 COUNT_KEYS = ('class_counts', 'num_train_images')
@@ -91,6 +92,7 @@ class DatasetMetaHook(Hook):
                     'metainfo to pass to the model')
             return
         metainfo = dict(metainfo)
+        self._check_num_classes(model, dataset, metainfo, loop_name)
         training = loop_name == 'train_loop'
         if training and not all(k in metainfo for k in COUNT_KEYS):
             counts = count_classes(dataset)
@@ -115,6 +117,29 @@ class DatasetMetaHook(Hook):
             model.set_dataset_meta(metainfo, training=training)
         else:
             model.set_dataset_meta(metainfo)
+
+    @staticmethod
+    def _check_num_classes(model, dataset, metainfo: dict,
+                           loop_name: str) -> None:
+        """A model whose head (or one-hot data preprocessor) has another
+        number of classes than the dataset would train and report on
+        classes that do not exist (or crash later): one error naming both
+        numbers and the labels file."""
+        classes = metainfo.get('classes')
+        if classes is None:
+            return
+        parts = (('model.head.num_classes', getattr(model, 'head', None)),
+                 ('model.data_preprocessor.num_classes',
+                  getattr(model, 'data_preprocessor', None)))
+        for key, part in parts:
+            num = getattr(part, 'num_classes', None)
+            if isinstance(num, int) and num != len(classes):
+                source = getattr(dataset, 'labels_file', None) or \
+                    type(dataset).__name__
+                raise DatasetFormatError(
+                    f'{key} is {num} but the dataset of {loop_name} has '
+                    f'{len(classes)} classes ({source}): set num_classes = '
+                    f'{len(classes)} in the config')
 
     def _remember_train_stats(self, metainfo: dict) -> None:
         """Keep the train counts and groups for the evaluation phases."""
