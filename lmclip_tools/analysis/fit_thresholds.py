@@ -7,7 +7,9 @@ the model.
 
 Runs the checkpoint on ``test_dataloader`` with its dataset's ``split``
 replaced by ``--split`` (default ``val``: the held-out part of the train
-list; never fit on the split you report), chooses for every class the
+list; never fit on the split you report; a checkpoint whose run trained on
+the split's images, e.g. one of a config without ``holdout_val``, is
+refused unless ``--allow-train-images``), chooses for every class the
 threshold on the softmax probability that maximises that class's F1
 (:func:`lmclip_mm.evaluation.fit_class_thresholds`; classes without a
 positive in the split keep the model's ``thr``), and writes a copy of the
@@ -68,6 +70,34 @@ def prf(labels, target) -> dict:
     return dict(precision=float(p), recall=float(r), f1=float(f))
 
 
+SPLIT_KEYS = ('val_fraction', 'val_seed')
+
+
+def trained_on_split(checkpoint: dict, cfg: Config, split: str):
+    """Why the images of ``split`` (of ``cfg``'s test dataset) were trained
+    on by the run that saved ``checkpoint`` (its config in ``meta['cfg']``),
+    or None when they were held out. ``'unknown'`` when the checkpoint
+    carries no config."""
+    if split == 'test':
+        return None
+    if split == 'train':
+        return 'the train split is what a checkpoint trains on'
+    text = (checkpoint.get('meta') or {}).get('cfg')
+    if not text:
+        return 'unknown'
+    trained = Config.fromstring(text, '.py').get('train_dataloader', {})
+    trained = trained.get('dataset', {}) if trained else {}
+    if not trained.get('holdout_val'):
+        return ('its run trained on the whole train list (holdout_val is '
+                'not set in its config), which includes the val images')
+    fitted = cfg.test_dataloader.dataset
+    for key in SPLIT_KEYS:
+        if key in trained and key in fitted and trained[key] != fitted[key]:
+            return (f'its run held out another val split ({key}='
+                    f'{trained[key]!r}, here {fitted[key]!r})')
+    return None
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config')
@@ -79,6 +109,10 @@ def parse_args(argv=None):
     parser.add_argument('--min-positives', type=int, default=1,
                         help='classes with fewer positives in the split '
                         'keep the model\'s thr (default: 1)')
+    parser.add_argument('--allow-train-images', action='store_true',
+                        help='fit even when the split holds images the '
+                        'checkpoint was trained on (the thresholds, and the '
+                        'printed gain, are then optimistic)')
     parser.add_argument('--work-dir', default=None)
     parser.add_argument('--trust-checkpoint', action='store_true')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
@@ -100,6 +134,21 @@ def main(argv=None):
     with launch.config_errors(cfg):
         if args.trust_checkpoint:
             launch.trust_from_cli([args.checkpoint], cfg)
+        checkpoint = _load_checkpoint(args.checkpoint, map_location='cpu')
+        why = trained_on_split(checkpoint, cfg, args.split)
+        if why == 'unknown':
+            print(f'warning: {args.checkpoint} carries no config: whether '
+                  f'it trained on the {args.split} images cannot be checked')
+        elif why and not args.allow_train_images:
+            raise launch.ToolError(
+                f'--split {args.split}: {args.checkpoint} was trained on '
+                f'these images ({why}); thresholds fitted there look better '
+                'than they are. Fit a checkpoint of an *_honest config (its '
+                'val split is held out), or pass --allow-train-images')
+        elif why:
+            print(f'warning: fitting on images {args.checkpoint} was '
+                  f'trained on ({why}): the thresholds and the gain below '
+                  'are optimistic')
         runner = launch.build_runner(cfg)
         collect = _Collect()
         runner.test_evaluator.metrics.append(collect)
@@ -119,7 +168,6 @@ def main(argv=None):
     model.set_class_thresholds(thresholds)
     after = prf(model.predict_labels(probs.log()), target)
 
-    checkpoint = _load_checkpoint(args.checkpoint, map_location='cpu')
     state_dict = checkpoint.get('state_dict', checkpoint)
     state_dict['class_thresholds'] = thresholds.clone()
     checkpoint.setdefault('meta', {})['class_thresholds'] = dict(
