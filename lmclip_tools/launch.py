@@ -18,6 +18,7 @@ import os
 import re
 import sys
 from contextlib import contextmanager
+from copy import deepcopy
 from typing import Iterator, List, Optional
 
 from mmengine.config import Config, ConfigDict
@@ -85,6 +86,18 @@ def use_amp(wrapper_cfg: ConfigDict) -> ConfigDict:
     wrapper_cfg.type = 'SafeAmpOptimWrapper' if safe else 'AmpOptimWrapper'
     wrapper_cfg.setdefault('loss_scale', 'dynamic')
     return wrapper_cfg
+
+
+def merge_cfg_options(cfg: Config, options: Optional[dict]) -> List[str]:
+    """Merge ``--cfg-options`` into ``cfg`` as MMPretrain's tools do, and let
+    the schedule follow a new ``train_cfg.max_epochs``
+    (:func:`follow_max_epochs`). Returns its notes, one line each."""
+    if not options:
+        return []
+    max_epochs = cfg.get('train_cfg', {}).get('max_epochs')
+    schedulers = deepcopy(cfg.get('param_scheduler'))
+    cfg.merge_from_dict(options)
+    return follow_max_epochs(cfg, max_epochs, schedulers)
 
 
 def follow_max_epochs(cfg: Config, old_max_epochs: int,

@@ -9,7 +9,6 @@ unpickler (see ``lmclip_mm.fileio.checkpoint_safety``).
 import argparse
 import os
 import os.path as osp
-from copy import deepcopy
 
 import lmclip_mm  # noqa: F401  registers components, guards checkpoints
 from mmengine.config import Config, DictAction
@@ -157,13 +156,9 @@ def merge_args(cfg, args):
     if args.tensorboard:
         add_tensorboard(cfg)
 
-    if args.cfg_options is not None:
-        max_epochs = cfg.get('train_cfg', {}).get('max_epochs')
-        schedulers = deepcopy(cfg.get('param_scheduler'))
-        cfg.merge_from_dict(args.cfg_options)
-        # the schedule follows a new train_cfg.max_epochs
-        for note in launch.follow_max_epochs(cfg, max_epochs, schedulers):
-            print(f'note: {note}')
+    # the schedule follows a new train_cfg.max_epochs
+    for note in launch.merge_cfg_options(cfg, args.cfg_options):
+        print(f'note: {note}')
     # after --cfg-options: persistent_workers depends on the final
     # num_workers (torch rejects it without workers)
     launch.set_dataloader_defaults(

@@ -83,9 +83,12 @@ def parse_args(argv=None):
 def load_base(args):
     import lmclip_mm  # noqa: F401
     from mmengine.config import Config
+    from lmclip_tools import launch
     cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    # every trial's schedule follows a new train_cfg.max_epochs, as in
+    # tools/train.py
+    for note in launch.merge_cfg_options(cfg, args.cfg_options):
+        print(f'note: {note}')
     name = osp.splitext(osp.basename(args.config))[0]
     cfg.work_dir = osp.abspath(
         args.work_dir or osp.join('work_dirs', f'tune_{name}'))

@@ -598,3 +598,21 @@ def csv_rows(path):
     import csv
     with open(path, newline='') as f:
         yield from csv.DictReader(f)
+
+
+def test_trial_schedules_follow_max_epochs_as_train_py(tune_tool, tmp_path,
+                                                       capsys):
+    """--cfg-options train_cfg.max_epochs=4: every trial's cosine ends at
+    epoch 4 (as tools/train.py's), not at the config's 30."""
+    args = tune_tool.parse_args([str(TOY_CFG), '--work-dir', str(tmp_path),
+                                 '--cfg-options', 'train_cfg.max_epochs=4'])
+    base = tune_tool.load_base(args)
+    assert capsys.readouterr().out == (
+        'note: param_scheduler[1] (CosineAnnealingLR): end 30 -> 4, T_max 28 '
+        '-> 2 to follow train_cfg.max_epochs=4\n')
+    tune = tune_tool.tune_settings(base)
+    cfg = tune_tool.build_trial_config(
+        base, tune, dict(batch_size=16), str(tmp_path), None, False)
+    assert cfg.train_cfg.max_epochs == 4
+    cosine = cfg.param_scheduler[1]
+    assert (cosine['end'], cosine['T_max']) == (4, 2)
