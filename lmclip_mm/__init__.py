@@ -19,6 +19,18 @@ from .version import __version__
 # warns on every import that its compiled deformable attention is missing.
 warnings.filterwarnings(
     'ignore', message='Fail to import ``MultiScaleDeformableAttention``')
+# deprecations inside the libraries, nothing a user can act on: open_clip's
+# distributed loss (torch.distributed.nn.all_gather), mmengine's DDP wrapper
+# (broadcast_buffers, torch>=2.13), mmengine's pkg_resources import
+warnings.filterwarnings(
+    'ignore', message='torch.distributed.nn.functional.all_gather is '
+    'deprecated', category=FutureWarning)
+warnings.filterwarnings(
+    'ignore', message='`broadcast_buffers` is deprecated',
+    category=FutureWarning, module=r'mmengine\.model\.wrappers')
+warnings.filterwarnings(
+    'ignore', message='pkg_resources is deprecated as an API',
+    category=UserWarning)
 from .fileio import checkpoint_safety as _checkpoint_safety  # noqa: E402
 
 _checkpoint_safety.install()

@@ -31,6 +31,7 @@ import uuid
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
+from mmengine.logging import print_log
 from mmpretrain.registry import DATASETS
 from PIL import Image, ImageDraw
 
@@ -321,7 +322,13 @@ class ToyMLT(LongTailMultiLabelDataset):
                  split: str = 'train',
                  seed: int = 0,
                  **kwargs):
-        ensure_toy_mlt(data_root, seed=seed)
+        if not toy_mlt_is_complete(
+                osp.abspath(osp.expanduser(str(data_root))), seed):
+            print_log(f'ToyMLT: generating the toy set (seed {seed}) into '
+                      f'{data_root} (once, a few seconds)', logger='current')
+            if ensure_toy_mlt(data_root, seed=seed):
+                print_log(f'ToyMLT: wrote the toy set to {data_root}',
+                          logger='current')
         self.seed = seed
         super().__init__(
             labels_file=LABELS_FILE,

@@ -38,6 +38,8 @@ from lmclip_tools import launch
 class _Collect(BaseMetric):
     """Keeps every prediction's score and target."""
 
+    default_prefix = 'collect'  # mmengine warns about a metric without
+
     def process(self, data_batch, data_samples):
         for ds in data_samples:
             score = ds['pred_score'].float().cpu()

@@ -96,14 +96,19 @@ def test_toy_dataset_groups_and_pipeline(toy_root):
     assert ' on a grey background.' in test.get_data_info(0)['caption']
 
 
-def test_toy_generated_on_first_use_and_reused(tmp_path):
+def test_toy_generated_on_first_use_and_reused(tmp_path, capsys):
     root = tmp_path / 'data' / 'toy_mlt'
     ds = ToyMLT(data_root=str(root), split='test')
     assert (root / MARKER).is_file()
     assert len(ds) > 0
+    # said when it happens, and where
+    out = capsys.readouterr().out
+    assert f'ToyMLT: generating the toy set (seed 0) into {root}' in out
+    assert f'ToyMLT: wrote the toy set to {root}' in out
     mtime = (root / 'toy_lt_train.txt').stat().st_mtime_ns
     assert ensure_toy_mlt(str(root)) is False
     ToyMLT(data_root=str(root), split='train')
+    assert 'generating' not in capsys.readouterr().out
     assert (root / 'toy_lt_train.txt').stat().st_mtime_ns == mtime
     # no temporary folder is left behind
     assert sorted(os.listdir(tmp_path / 'data')) == ['toy_mlt']

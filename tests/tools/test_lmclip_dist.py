@@ -47,6 +47,11 @@ def test_dist_train_lmclip_two_processes(dist_run, load_ckpt):
     log = proc.stdout + proc.stderr
     assert 'Distributed training: True' in log
     assert "'backend': 'gloo'" in log
+    # no noise: the libraries' deprecations are silenced, and mmengine's
+    # "GPU number" (the world size) says what it is on a CPU machine
+    for noise in ('FutureWarning', 'pkg_resources', 'GPU number'):
+        assert noise not in log, noise
+    assert 'Processes (no GPU): 2' in log
     # the toy config's image cache, filled by the two ranks together (rank
     # 0 logs what it decoded, or that the other rank had filled it)
     assert re.search(r'image cache: \d+ images (decoded|from)', log), \

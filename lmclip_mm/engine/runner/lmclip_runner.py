@@ -1,6 +1,7 @@
 # Copyright (c) lmclip_mm authors.
 """mmengine's Runner with the two fixes every launcher needs on 0.10.x."""
 import datetime
+import logging
 from copy import deepcopy
 from typing import Optional
 
@@ -77,6 +78,19 @@ def init_cpu_distributed(cfg: Config) -> Optional[str]:
     return 'gloo'
 
 
+class _Rename(logging.Filter):
+    """Replaces ``old`` by ``new`` in the messages of a logger."""
+
+    def __init__(self, old: str, new: str):
+        super().__init__()
+        self.old, self.new = old, new
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and self.old in record.msg:
+            record.msg = record.msg.replace(self.old, self.new)
+        return True
+
+
 @RUNNERS.register_module()
 class LMCLIPRunner(Runner):
     """:class:`~mmengine.runner.Runner` that also runs where mmengine 0.10
@@ -107,6 +121,25 @@ class LMCLIPRunner(Runner):
         fix_dataloaders(cfg)
         init_cpu_distributed(cfg)
         return super().from_cfg(cfg)
+
+    def _log_env(self, env_cfg: dict) -> None:
+        """mmengine's environment log, without its misleading lines: on a
+        machine without GPUs "GPU number" (the world size) reads "Processes
+        (no GPU)", and a run of one process says that ``dist_cfg`` (e.g.
+        MMPretrain's default nccl) is not used."""
+        renames = []
+        if not cuda_usable():
+            renames.append(_Rename('GPU number: ', 'Processes (no GPU): '))
+        if not self._distributed:
+            renames.append(_Rename('dist_cfg: ',
+                                   'dist_cfg (not used, one process): '))
+        for rename in renames:
+            self.logger.addFilter(rename)
+        try:
+            super()._log_env(env_cfg)
+        finally:
+            for rename in renames:
+                self.logger.removeFilter(rename)
 
     def resume_checkpoint(self) -> Optional[str]:
         """The checkpoint :meth:`load_or_resume` will resume, if any (its
