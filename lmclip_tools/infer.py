@@ -70,17 +70,33 @@ def build_inferencer(cfg, checkpoint, device=None):
     return inferencer
 
 
+def check_image(path: str) -> None:
+    """One line for an image that is missing or cannot be decoded, before
+    the model is built."""
+    from PIL import Image
+    if not osp.isfile(path):
+        raise launch.ToolError(f'image not found: {path}')
+    try:
+        with Image.open(path) as img:
+            img.load()
+    except Exception as e:  # PIL's errors: unidentified, truncated, ...
+        reason = str(e).split(' <')[0]  # no object reprs
+        raise launch.ToolError(f'{path} cannot be read as an image '
+                               f'({type(e).__name__}: {reason})') from None
+
+
 def main(argv=None):
     args = parse_args(argv)
     for path in args.images:
-        if not osp.isfile(path):
-            raise FileNotFoundError(f'image not found: {path}')
+        check_image(path)
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+        launch.merge_cfg_options(cfg, args.cfg_options)
     with launch.config_errors(cfg):
         if args.trust_checkpoint:
             launch.trust_from_cli([args.checkpoint])
+        if args.checkpoint != 'none':
+            launch.check_checkpoint(args.checkpoint)
         inferencer = build_inferencer(cfg, args.checkpoint, args.device)
         classes = inferencer.classes
         # preprocess + forward of mmpretrain's inferencer, without its progress
@@ -106,7 +122,12 @@ def main(argv=None):
                   f'softmax {share[i].item():.4f}{mark}')
         results.append((path, rows))
     # the model's decision (pred_label: thr / topk / fitted thresholds)
-    print('predicted labels:')
+    model = inferencer.model
+    if getattr(model, 'class_thresholds', None) is not None:
+        print('predicted labels (the per-class thresholds saved in the '
+              'checkpoint, see fit_thresholds.py):')
+    else:
+        print('predicted labels:')
     for path, names in predicted:
         print(f'  {path}: {", ".join(names) or "(none)"}')
     return results

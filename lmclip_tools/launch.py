@@ -96,8 +96,66 @@ def merge_cfg_options(cfg: Config, options: Optional[dict]) -> List[str]:
         return []
     max_epochs = cfg.get('train_cfg', {}).get('max_epochs')
     schedulers = deepcopy(cfg.get('param_scheduler'))
+    before = cfg.to_dict()
     cfg.merge_from_dict(options)
+    for key in options:
+        check_new_key(before, cfg.to_dict(), key)
     return follow_max_epochs(cfg, max_epochs, schedulers)
+
+
+#: the classes mmengine builds from the loops' dicts without a ``type``
+_DEFAULT_TYPES = {'val_cfg': 'ValLoop', 'test_cfg': 'TestLoop'}
+
+
+def _component_class(path: List[str], node: dict):
+    """The class a config dict at ``path`` builds, when it is known."""
+    name = node.get('type') if isinstance(node, dict) else None
+    if name is None and path == ['train_cfg']:
+        name = 'EpochBasedTrainLoop' if node.get('by_epoch', True) \
+            else 'IterBasedTrainLoop'
+    elif name is None and len(path) == 1:
+        name = _DEFAULT_TYPES.get(path[0])
+    if not isinstance(name, str):
+        return None
+    return _find_class(name.split('.')[-1])
+
+
+def check_new_key(before: dict, after: dict, key: str) -> None:
+    """``--cfg-options KEY=...`` that adds a key its component does not
+    take (a typo: ``train_cfg.max_epoch``) fails now, in one line, before
+    anything is built or logged. Keys the config had, keys of dicts whose
+    class is unknown or takes ``**kwargs``, are left alone."""
+    import inspect
+    parts = key.split('.')
+    node = before
+    for part in parts:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and \
+                int(part) < len(node):
+            node = node[int(part)]
+        else:
+            break
+    else:
+        return  # the config had it
+    parent = after
+    for part in parts[:-1]:
+        parent = parent[int(part)] if isinstance(parent, list) else \
+            parent.get(part)
+    cls = _component_class(parts[:-1], parent)
+    if cls is None:
+        return
+    params = inspect.signature(cls.__init__).parameters
+    if parts[-1] in params or any(p.kind == p.VAR_KEYWORD
+                                  for p in params.values()):
+        return
+    names = [n for n, p in params.items()
+             if n != 'self' and p.kind != p.VAR_POSITIONAL]
+    close = difflib.get_close_matches(parts[-1], names, n=1, cutoff=0.6)
+    hint = f"; did you mean '{close[0]}'?" if close else ''
+    raise ToolError(f'--cfg-options {key}: {cls.__name__} takes no argument '
+                    f'{parts[-1]!r}{hint} (its arguments: '
+                    f'{", ".join(names)})')
 
 
 def follow_max_epochs(cfg: Config, old_max_epochs: int,
@@ -242,6 +300,84 @@ def config_errors(cfg: Config) -> Iterator[None]:
         if message is None or os.environ.get('LMCLIP_TRACEBACK'):
             raise
         raise ToolError(message) from None
+    except TypeError as err:
+        message = unknown_argument_message(err, cfg)
+        if message is None or os.environ.get('LMCLIP_TRACEBACK'):
+            raise
+        raise ToolError(message) from None
+
+
+_UNEXPECTED = re.compile(
+    r"(?P<cls>\w+)\.__init__\(\) got an unexpected keyword argument "
+    r"'(?P<key>\w+)'")
+
+
+def _find_class(name: str):
+    """The class registered as ``name`` in any registry, or None."""
+    from mmengine import registry as mm_registry
+    todo = [r for r in vars(mm_registry).values()
+            if isinstance(r, mm_registry.Registry)]
+    seen = set()
+    while todo:
+        reg = todo.pop()
+        if id(reg) in seen:
+            continue
+        seen.add(id(reg))
+        if name in reg.module_dict:
+            return reg.module_dict[name]
+        todo.extend(reg.children.values())
+    return None
+
+
+def _key_paths(node, key: str, prefix: str = '') -> List[str]:
+    """Dotted paths of the dicts of ``node`` that hold ``key``."""
+    found = []
+    if isinstance(node, dict):
+        if key in node:
+            found.append(prefix.rstrip('.'))
+        for k, v in node.items():
+            found += _key_paths(v, key, f'{prefix}{k}.')
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            found += _key_paths(v, key, f'{prefix}{i}.')
+    return found
+
+
+def unknown_argument_message(err: BaseException,
+                             cfg: Optional[Config] = None) -> Optional[str]:
+    """One line for a config key that a component does not take
+    (``X.__init__() got an unexpected keyword argument 'k'``, e.g. a typo
+    in ``--cfg-options train_cfg.max_epoch=1``): the key's place in the
+    config, the closest argument of the component and its arguments. None
+    for any other error, or when no dict of ``cfg`` holds that key (then it
+    is not the config's)."""
+    import inspect
+    m = _UNEXPECTED.search(str(err))
+    if not isinstance(err, TypeError) or m is None or cfg is None:
+        return None
+    cls_name, key = m.group('cls', 'key')
+    paths = _key_paths(cfg.to_dict(), key)
+    if not paths:
+        return None
+    where = ', '.join(f'{p}.{key}' if p else key for p in paths[:3])
+    message = f'{where}: {cls_name} takes no argument {key!r}'
+    cls = _find_class(cls_name)
+    if cls is None:
+        return message
+    params = [n for n, p in inspect.signature(cls.__init__).parameters.items()
+              if n != 'self' and p.kind not in (p.VAR_POSITIONAL,
+                                                p.VAR_KEYWORD)]
+    close = difflib.get_close_matches(key, params, n=1, cutoff=0.6)
+    if close:
+        message += f"; did you mean '{close[0]}'?"
+    return f'{message} (its arguments: {", ".join(params)})'
+
+
+def check_checkpoint(path: Optional[str], what: str = 'checkpoint') -> None:
+    """A checkpoint path that is not there: one line now, not mmengine's
+    traceback after the config dump. URLs are left to mmengine."""
+    if path and '://' not in str(path) and not os.path.isfile(str(path)):
+        raise ToolError(f'{what} not found: {path}')
 
 
 _NOT_REGISTERED = re.compile(

@@ -117,7 +117,7 @@ def merge_args(cfg, args):
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
 
     if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+        launch.merge_cfg_options(cfg, args.cfg_options)
     # after --cfg-options: persistent_workers depends on the final
     # num_workers (torch rejects it without workers)
     launch.set_dataloader_defaults(
@@ -136,6 +136,7 @@ def main(argv=None):
     with launch.config_errors(cfg):
         if args.trust_checkpoint:
             launch.trust_from_cli([cfg.load_from], cfg)
+        launch.check_checkpoint(args.checkpoint)
         if args.zero_shot:
             launch.check_zero_shot(cfg)
             launch.check_pretrained_weights(cfg)

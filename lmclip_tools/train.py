@@ -178,6 +178,9 @@ def main(argv=None):
                 cfg.get('load_from'),
                 cfg.work_dir if args.resume == 'auto' else None
             ], cfg)
+        launch.check_checkpoint(
+            cfg.get('load_from'),
+            '--resume checkpoint' if cfg.get('resume') else 'load_from')
         if not cfg.get('resume'):
             launch.check_pretrained_weights(cfg)
         launch.init_distributed(args.launcher, cfg)

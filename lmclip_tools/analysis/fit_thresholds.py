@@ -125,7 +125,7 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+        launch.merge_cfg_options(cfg, args.cfg_options)
     cfg.test_dataloader.dataset.split = args.split
     cfg.load_from = args.checkpoint
     cfg.work_dir = args.work_dir or osp.join(
@@ -136,6 +136,7 @@ def main(argv=None):
     with launch.config_errors(cfg):
         if args.trust_checkpoint:
             launch.trust_from_cli([args.checkpoint], cfg)
+        launch.check_checkpoint(args.checkpoint)
         checkpoint = _load_checkpoint(args.checkpoint, map_location='cpu')
         why = trained_on_split(checkpoint, cfg, args.split)
         if why == 'unknown':

@@ -92,7 +92,10 @@ def test_zero_shot_without_pretrained_weights_is_refused(tool, tmp_path):
     assert 'Traceback' not in proc.stderr
     assert not list(tmp_path.rglob('*.json'))  # nothing evaluated
     # infer.py's zero-shot ("none" for CHECKPOINT) as well
-    proc = tool(['infer.py', TOY, 'none', TOY], check=False)
+    from PIL import Image
+    image = tmp_path / 'photo.jpg'
+    Image.new('RGB', (64, 64), 'red').save(image)
+    proc = tool(['infer.py', TOY, 'none', image], check=False)
     assert proc.returncode == 1
     assert _error_lines(proc.stderr) == [ZERO_SHOT_ERROR], proc.stderr
 
@@ -150,3 +153,57 @@ def test_a_tokenizer_without_its_package_is_one_error_line(tool, tmp_path):
         assert lines[0].endswith("needs the package 'transformers', which "
                                  'is not installed: pip install '
                                  'transformers'), lines[0]
+
+
+@pytest.mark.parametrize('option,expected', [
+    ('train_cfg.max_epoch=1',
+     "error: --cfg-options train_cfg.max_epoch: EpochBasedTrainLoop takes no "
+     "argument 'max_epoch'; did you mean 'max_epochs'? (its arguments: "
+     'runner, dataloader, max_epochs, val_begin, val_interval, '
+     'dynamic_intervals)'),
+    ('model.loss.gama_neg=3.0',
+     "error: --cfg-options model.loss.gama_neg: BalancedAsymmetricLoss takes "
+     "no argument 'gama_neg'; did you mean 'gamma_neg'? (its arguments: "
+     'gamma_pos, gamma_neg, clip, eps, label_smoothing, class_weight, '
+     'loss_weight, global_batch, reduction)'),
+])
+def test_unknown_config_key_is_the_only_output(option, expected, tool,
+                                               tmp_path):
+    """A typo in --cfg-options: one line with the component's arguments,
+    before anything is built or logged (no config dump)."""
+    for tool_args in (['train.py', TOY, '--work-dir', tmp_path / 'w'],
+                      ['test.py', TOY, TOY, '--work-dir', tmp_path / 't']):
+        proc = tool(tool_args + ['--cfg-options', option], check=False)
+        assert proc.returncode == 1
+        assert proc.stdout.strip() == '' and \
+            proc.stderr.strip() == expected, proc.stderr[-2000:]
+
+
+def test_missing_checkpoints_and_bad_images_are_one_line(tool, tmp_path):
+    image = tmp_path / 'bad.jpg'
+    image.write_bytes(b'not a jpeg')
+    half, good = tmp_path / 'half.jpg', tmp_path / 'good.jpg'
+    from PIL import Image
+    Image.new('RGB', (64, 64), 'red').save(good)
+    half.write_bytes(good.read_bytes()[:200])
+    missing = tmp_path / 'nope.pth'
+    cases = [
+        (['test.py', TOY, missing], f'error: checkpoint not found: {missing}'),
+        (['infer.py', TOY, missing, good],
+         f'error: checkpoint not found: {missing}'),
+        (['train.py', TOY, '--resume', missing, '--work-dir', tmp_path / 'w'],
+         f'error: --resume checkpoint not found: {missing}'),
+        (['infer.py', TOY, 'none', tmp_path / 'no.jpg'],
+         f'error: image not found: {tmp_path / "no.jpg"}'),
+        (['infer.py', TOY, 'none', image],
+         f'error: {image} cannot be read as an image (UnidentifiedImageError: '
+         f"cannot identify image file '{image}')"),
+        (['infer.py', TOY, 'none', half],
+         f'error: {half} cannot be read as an image (OSError: '),
+    ]
+    for args, expected in cases:
+        proc = tool(args, check=False)
+        assert proc.returncode == 1, args
+        assert 'Traceback' not in proc.stderr
+        assert proc.stderr.strip().startswith(expected) and \
+            len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-2000:]
