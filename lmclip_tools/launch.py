@@ -127,6 +127,8 @@ def check_new_key(before: dict, after: dict, key: str) -> None:
     class is unknown or takes ``**kwargs``, are left alone."""
     import inspect
     parts = key.split('.')
+    if parts[-1] == 'type' or parts[-1].startswith('_'):
+        return  # mmengine's own keys (_delete_, _scope_)
     node = before
     for part in parts:
         if isinstance(node, dict) and part in node:

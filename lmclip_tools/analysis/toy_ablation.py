@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import os.path as osp
+import re
 import subprocess
 import sys
 import time
@@ -81,10 +82,36 @@ def run_variant(name, args):
         cmd += [f'{k}.dataset.data_root={args.data_root}' for k in
                 ('train_dataloader', 'val_dataloader', 'test_dataloader')]
     start = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    os.makedirs(work_dir, exist_ok=True)
+    log_path = osp.join(work_dir, 'train_output.log')
+    print(f'  training log: {log_path}', flush=True)
+    with open(log_path, 'w', encoding='utf-8') as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        shown = 0
+        while proc.poll() is None:
+            time.sleep(2)
+            epoch = _last_epoch(log_path)
+            if epoch > shown and (epoch - shown >= 5 or
+                                  epoch == args.epochs):
+                print(f'  epoch {epoch}/{args.epochs} '
+                      f'({time.time() - start:.0f} s)', flush=True)
+                shown = epoch
     if proc.returncode != 0:
-        raise RuntimeError(f'variant {name} failed:\n{proc.stderr[-3000:]}')
+        with open(log_path, encoding='utf-8', errors='replace') as f:
+            tail = f.read()[-3000:]
+        raise RuntimeError(f'variant {name} failed (log: {log_path}):\n'
+                           f'{tail}')
     return final_metrics(work_dir), time.time() - start
+
+
+_EPOCH = re.compile(r'Epoch\(train\)\s+\[(\d+)\]')
+
+
+def _last_epoch(log_path: str) -> int:
+    """The last training epoch the log has reached (0 before the first)."""
+    with open(log_path, encoding='utf-8', errors='replace') as f:
+        found = _EPOCH.findall(f.read())
+    return int(found[-1]) if found else 0
 
 
 def final_metrics(work_dir):
@@ -113,13 +140,25 @@ def format_table(rows):
 def main(argv=None):
     args = parse_args(argv)
     rows = []
-    for name in args.variants:
-        print(f'[{name}] {VARIANTS[name][0]} ...', flush=True)
+    total = len(args.variants)
+    for i, name in enumerate(args.variants, 1):
+        print(f'[{i}/{total} {name}] {VARIANTS[name][0]}: training '
+              f'{args.epochs} epochs into {osp.join(args.work_dir, name)}',
+              flush=True)
         metrics, seconds = run_variant(name, args)
         rows.append((VARIANTS[name][0], metrics, seconds))
-    print(f'\nToy long-tailed set, {args.epochs} epochs, seed {args.seed} '
-          '(test mAP, %):')
-    print(format_table(rows))
+        print(f'[{i}/{total} {name}] done in {seconds:.0f} s: mAP '
+              f'{metrics["mAP"]:.2f}, tail {metrics["mAP_tail"]:.2f}',
+              flush=True)
+    title = (f'Toy long-tailed set, {args.epochs} epochs, seed {args.seed} '
+             '(test mAP, %):')
+    table = format_table(rows)
+    print(f'\n{title}\n{table}')
+    out = osp.join(args.work_dir, 'results.txt')
+    with open(out, 'w', encoding='utf-8') as f:
+        f.write(f'{title}\n{table}\n')
+    print(f'table written to {out}; each variant\'s run (checkpoints, logs) '
+          f'in {args.work_dir}/<variant>/')
     return rows
 
 

@@ -163,3 +163,25 @@ def test_build_runner_follows_runner_type(tmp_path, toy_root):
     assert type(launch.build_runner(cfg)) is LMCLIPRunner
     cfg.pop('runner_type')
     assert type(launch.build_runner(cfg)) is Runner
+
+
+def test_new_cfg_option_keys_are_checked_against_the_component():
+    from mmengine.config import Config
+
+    from lmclip_tools import launch
+    cfg = Config(dict(
+        model=dict(type='LMCLIPClassifier', loss=dict(
+            type='BalancedAsymmetricLoss')),
+        train_cfg=dict(by_epoch=True, max_epochs=2)))
+    # keys the component takes, mmengine's own keys, and **kwargs
+    launch.merge_cfg_options(cfg, {
+        'model.loss.gamma_neg': 3.0, 'train_cfg.val_interval': 1,
+        'model.loss._delete_': True, 'model.loss.type': 'AsymmetricLoss'})
+    cfg = Config(dict(model=dict(loss=dict(type='BalancedAsymmetricLoss'))))
+    with pytest.raises(launch.ToolError, match=r"model\.loss\.gama_neg: "
+                       r"BalancedAsymmetricLoss takes no argument 'gama_neg'"
+                       r"; did you mean 'gamma_neg'\?"):
+        launch.merge_cfg_options(cfg, {'model.loss.gama_neg': 3.0})
+    # a dict whose class is unknown: left alone
+    cfg = Config(dict(custom=dict(a=1)))
+    launch.merge_cfg_options(cfg, {'custom.b': 2})

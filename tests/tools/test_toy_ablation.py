@@ -12,6 +12,14 @@ def test_ablation_runs_variants_and_prints_table(tool, tmp_path):
                  tmp_path / 'toy'])
     out = proc.stdout
     assert 'Toy long-tailed set, 1 epochs, seed 0 (test mAP, %):' in out
+    # progress and where everything went
+    assert f'[1/2 bce] BCE (ERM), uniform sampling: training 1 epochs into ' \
+        f'{work_dir / "bce"}' in out
+    assert f'training log: {work_dir / "bce" / "train_output.log"}' in out
+    assert '[2/2 lmclip] done in ' in out
+    assert f'table written to {work_dir / "results.txt"}' in out
+    assert (work_dir / 'results.txt').read_text().startswith(
+        'Toy long-tailed set, 1 epochs')
     header = next(x for x in out.splitlines() if x.startswith('variant'))
     assert [c.strip() for c in header.split('|')] == [
         'variant', 'mAP', 'head', 'middle', 'tail', 'time (s)']
