@@ -368,16 +368,30 @@ def timed(fn, device):
     return time.perf_counter() - t, out
 
 
-def alternate(pairs, run, device):
+def progress(message: str) -> None:
+    """One line of progress (flushed: the long phases run for minutes on a
+    CPU)."""
+    print(f'... {message}', flush=True)
+
+
+def alternate(pairs, run, device, what='steps'):
     """For each ``(ours_arg, baseline_arg)`` pair, time ``run['ours']`` and
-    ``run['baseline']`` on their argument, alternating which goes first.
-    Returns ``{'ours': [(seconds, output), ...], 'baseline': [...]}``."""
+    ``run['baseline']`` on their argument, alternating which goes first,
+    with a progress line every 30 s. Returns ``{'ours': [(seconds, output),
+    ...], 'baseline': [...]}``."""
     out = {'ours': [], 'baseline': []}
+    pairs = list(pairs)
+    start = last = time.perf_counter()
     for i, (ours_arg, ref_arg) in enumerate(pairs):
         args = dict(ours=ours_arg, baseline=ref_arg)
         for who in (('ours', 'baseline') if i % 2 == 0 else
                     ('baseline', 'ours')):
             out[who].append(timed(lambda: run[who](args[who]), device))
+        now = time.perf_counter()
+        if now - last >= 30 and i + 1 < len(pairs):
+            progress(f'{what}: {i + 1}/{len(pairs)} pairs done '
+                     f'({now - start:.0f} s)')
+            last = now
     return out
 
 
@@ -592,22 +606,27 @@ def main(argv=None):
         return 1
     flops = None
     if not args.no_flops:
+        progress('counting FLOPs of a training step and an eval batch')
         flops = step_flops(model, ref, train_batches[0], ref_train[0],
                            eval_batches[0], ref_eval[0], device, amp)
 
     # ---- training, alternating, on the pre-made batches
+    progress(f'training: {len(train_batches)} steps of each path, '
+             'alternating')
     model.train()
     ref.clip.train()
     runs = alternate(
         zip(train_batches, ref_train),
         dict(ours=lambda b: ours_train_step(model, optim_wrapper, b, device,
                                             amp),
-             baseline=ref.train_step), device)
+             baseline=ref.train_step), device, 'training')
     times = {k: [dt for dt, _ in v[args.warmup:]] for k, v in runs.items()}
     losses = {k: [loss for _, loss in v] for k, v in runs.items()}
     train_s = {k: statistics.median(v) for k, v in times.items()}
 
     # ---- evaluation, alternating; each timed evaluation starts afresh
+    progress(f'evaluation: {len(eval_batches)} batches of each path, '
+             'alternating')
     model.eval()
     ref.clip.eval()
     for batch, rbatch in zip(eval_batches[:args.warmup],
@@ -619,7 +638,7 @@ def main(argv=None):
     runs = alternate(
         zip(eval_batches[args.warmup:], ref_eval[args.warmup:]),
         dict(ours=lambda b: ours_eval_step(model, b, device, amp),
-             baseline=ref.eval_step), device)
+             baseline=ref.eval_step), device, 'evaluation')
     eval_times = {k: [dt for dt, _ in v] for k, v in runs.items()}
     n_eval_images = sum(len(b) for b in ref_eval[args.warmup:])
     eval_ips = {k: n_eval_images / sum(v) for k, v in eval_times.items()}
@@ -635,6 +654,8 @@ def main(argv=None):
     # ---- the real dataloader
     loader_ips = loader_start = loader_train_s = None
     if not args.no_dataloader:
+        progress(f'the real dataloader: {args.load_batches} batches, then '
+                 f'{args.warmup + args.steps} training steps from it')
         loader = Runner.build_dataloader(cfg.train_dataloader,
                                          seed=args.seed)
         it = endless(loader)
@@ -662,6 +683,7 @@ def main(argv=None):
     # ---- memory: each path alone in a fresh process
     mem = None
     if args.memory == 'process':
+        progress('memory: each path alone in a fresh process')
         state_file = osp.join(root, 'state.json')
         cfg_file = osp.join(root, 'config.py')
         cfg.dump(cfg_file)

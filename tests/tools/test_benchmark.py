@@ -26,6 +26,10 @@ def test_benchmark_prints_every_figure_and_ratio(tool):
     out = tool(ARGS).stdout
     assert re.search(r'^parity .*: PASS$', out, re.M), out
     assert 'machine:' in out and 'load average at start' in out
+    # every long phase says that it starts
+    for phase in ('... counting FLOPs', '... training: ', '... evaluation: ',
+                  '... the real dataloader: ', '... memory: '):
+        assert phase in out, phase
     for row in ROWS:
         m = re.search(
             rf'^{re.escape(row)}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}x$', out,
