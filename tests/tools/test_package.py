@@ -47,7 +47,7 @@ def test_tuning_hooks_register_with_the_tools_package():
 
 def test_tools_are_thin_entry_points():
     scripts = sorted(TOOLS.rglob('*.py'))
-    assert len(scripts) == 11
+    assert len(scripts) == 12
     for path in scripts:
         text = path.read_text()
         rel = path.relative_to(TOOLS).with_suffix('')
