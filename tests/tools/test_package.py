@@ -66,3 +66,15 @@ def test_python_m_is_the_same_tool():
     via_script = run_tool(['tune.py', 'no_such.py'], check=False)
     assert out.returncode == via_script.returncode != 0
     assert out.stderr.splitlines()[-1] == via_script.stderr.splitlines()[-1]
+
+
+def test_import_from_a_folder_holding_a_folder_named_lmclip_mm(tmp_path):
+    """The clone's parent, when the clone is named lmclip_mm: the installed
+    package (README: editable_mode=compat), not an empty namespace."""
+    (tmp_path / 'lmclip_mm').mkdir()
+    code = ('import importlib.util; '
+            'print(importlib.util.find_spec("lmclip_mm").origin)')
+    out = subprocess.run([sys.executable, '-c', code], cwd=tmp_path,
+                         env=tool_env(), capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == str(REPO / 'lmclip_mm' / '__init__.py')
