@@ -47,7 +47,10 @@ def test_infer_prints_predicted_labels_from_class_thresholds(tmp_path,
     assert lines[4] == str(images[1])  # 3 rows per image, as before
     for row in lines[1:4] + lines[5:8]:
         assert row.split('score')[0].strip() in CLASSES
-    summary = lines[lines.index('predicted labels:') + 1:]
+    # said: the checkpoint's fitted thresholds decide
+    summary = lines[lines.index(
+        'predicted labels (the per-class thresholds saved in the checkpoint, '
+        'see fit_thresholds.py):') + 1:]
     assert summary == [f'  {img}: {CLASSES[3]}' for img in images]
 
 
