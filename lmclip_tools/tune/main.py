@@ -99,8 +99,30 @@ def load_base(args):
     return cfg
 
 
+def check_args(args):
+    """What can be refused from the arguments alone, before the ~10 s of
+    importing torch, MMPretrain and the config."""
+    if not osp.isfile(args.config):
+        raise TuneError(f'config not found: {args.config}')
+    if args.n_trials is not None and args.n_trials < 1:
+        raise TuneError(f'--n-trials must be at least 1, got {args.n_trials}')
+    name = osp.splitext(osp.basename(args.config))[0]
+    work_dir = osp.abspath(args.work_dir or
+                           osp.join('work_dirs', f'tune_{name}'))
+    if args.backend == 'ray' and args.resume:
+        raise TuneError(
+            '--resume is for the Optuna backend (its SQLite/RDB study); a '
+            'Ray experiment is restored with ray.tune.Tuner.restore('
+            f'{osp.join(work_dir, "ray", args.study_name or name)!r}, ...)')
+    if args.resume and not args.storage:
+        if not osp.isfile(osp.join(work_dir, 'study.db')):
+            raise TuneError(f'--resume: no study in {work_dir} (no '
+                            'study.db) to resume')
+
+
 def main(argv=None):
     args = parse_args(argv)
+    check_args(args)
     base = load_base(args)
     tune = tune_settings(base)
     # fail now, not in every trial

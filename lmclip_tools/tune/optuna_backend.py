@@ -183,6 +183,35 @@ def _open_storage(url, heartbeat):
             time.sleep(1 + attempt)
 
 
+def _flat(node, prefix=''):
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            out.update(_flat(v, f'{prefix}{k}.'))
+        return out
+    return {prefix.rstrip('.'): node}
+
+
+def trial_settings(base) -> dict:
+    """What every trial of a study inherits from the base config (after
+    ``--cfg-options``), flat and JSON-safe; the study folder and the tune
+    dict (checked by the tune signature) aside."""
+    cfg = base.to_dict()
+    for key in ('work_dir', 'tune'):
+        cfg.pop(key, None)
+    return json.loads(json.dumps(_flat(cfg), default=str))
+
+
+def changed_settings(saved, now) -> list:
+    """``'key: was X, now Y'`` for every setting that differs."""
+    if saved is None:
+        return []
+    keys = sorted(set(saved) | set(now))
+    return [f'{k}: was {saved.get(k, "(absent)")!r}, now '
+            f'{now.get(k, "(absent)")!r}'
+            for k in keys if saved.get(k) != now.get(k)]
+
+
 def run_optuna(args, base, tune):
     import optuna
     work_dir = base.work_dir
@@ -206,12 +235,40 @@ def run_optuna(args, base, tune):
         dict(space=tune['space'], metric=tune['metric'], mode=tune['mode'],
              split=tune['split'], pruner=pruner), sort_keys=True)
     from .optuna_utils import build_pruner
-    study = optuna.create_study(
-        storage=storage, study_name=study_name,
-        direction='maximize' if tune['mode'] == 'max' else 'minimize',
-        pruner=build_pruner(pruner), load_if_exists=True)
+    try:  # one worker creates the study, and only it enqueues the points
+        study = optuna.create_study(
+            storage=storage, study_name=study_name,
+            direction='maximize' if tune['mode'] == 'max' else 'minimize',
+            pruner=build_pruner(pruner))
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=study_name, storage=storage,
+                                  pruner=build_pruner(pruner))
+        created = False
     saved = study.user_attrs.get('tune_signature')
+    deadline = time.time() + 60
+    while not created and saved is None and time.time() < deadline:
+        time.sleep(0.5)  # its creator is writing the study's settings
+        saved = optuna.load_study(
+            study_name=study_name, storage=storage).user_attrs.get(
+                'tune_signature')
+    settings = trial_settings(base)
+    if saved is not None:
+        changed = changed_settings(study.user_attrs.get('base_settings'),
+                                   settings)
+        if changed:
+            raise TuneError(
+                f'study {study_name!r} ran its trials with other settings; '
+                'continuing would mix trials of two setups: '
+                + '; '.join(changed) + ' (give the same config and '
+                '--cfg-options, or use another --study-name)')
+    if saved is None and not created:
+        raise TuneError(f'study {study_name!r} in {storage_url} has no '
+                        'tune settings: it was not created by tools/tune.py '
+                        '(or its creator died at once); use another '
+                        '--study-name')
     if saved is None:
+        study.set_user_attr('base_settings', settings)
         study.set_user_attr('tune_signature', signature)
         study.set_user_attr('config', osp.abspath(args.config))
         for point in complete_points(base, tune['space'],
@@ -223,9 +280,9 @@ def run_optuna(args, base, tune):
             f'(space/metric/split/pruner):\n  {saved}\nnow:\n  {signature}\n'
             'use another --study-name or the same tune settings')
     recover_interrupted(study)
-    # a resumed or second worker draws a new stream of samples
-    offset = len(study.trials) + (os.getpid() if args.storage else 0)
-    study.sampler = build_sampler(tune['sampler'], offset)
+    # trial n sampled with seed + n: distinct points for every worker,
+    # reproducible from the study's history
+    study.sampler = build_sampler(tune['sampler'], per_trial=True)
 
     n_total = args.n_trials or int(tune['num_samples'])
     done = len(counted_trials(study))

@@ -2,6 +2,7 @@
 """The end of a study: the table of trials, ``trials.csv`` and
 ``best_config.py``."""
 import csv
+import json
 import math
 import os.path as osp
 
@@ -76,8 +77,19 @@ def finish(args, base, tune, rows):
     ] + [f'  {name} = {_fmt(value)}  ->  '
          f'{", ".join(space_keys(name, tune["space"][name]))}'
          for name, value in best['params'].items()] + [
-        'Train it: python tools/train.py <this file>', '']
+        'Train it: python tools/train.py <this file> (into best_train/ '
+        'beside it)', '']
     write_best_config(base, tune, best['params'], path, header)
+    record = osp.join(work_dir, 'best_trial.json')
+    with open(record, 'w', encoding='utf-8') as f:
+        json.dump(dict(trial=best['trial'], state=best['state'],
+                       metric=metric, value=best['value'],
+                       mode=tune['mode'], split=tune['split'],
+                       params=best['params'], epochs=best['epochs'],
+                       work_dir=best['work_dir'], of_trials=len(rows),
+                       config=osp.abspath(args.config),
+                       cfg_options=getattr(args, 'cfg_options', None)),
+                  f, indent=2, default=str)
     log(f'best: trial {best["trial"]}, {metric}={best["value"]:.4f}; '
-        f'config written to {path}')
+        f'config written to {path}, the winner recorded in {record}')
     return path

@@ -116,13 +116,60 @@ def optuna_distribution(spec):
                            log=kind == 'logint')
 
 
-def build_sampler(spec, seed_offset=0):
+def build_sampler(spec, per_trial=False):
+    """The ``optuna.samplers`` class of ``spec`` with its arguments. With
+    ``per_trial`` and a ``seed``, trial ``n`` is sampled by its own instance
+    seeded ``seed + n`` (:func:`trial_seeded_sampler`): workers sharing a
+    study draw distinct, reproducible points, whenever they start."""
     import optuna
     spec = dict(spec)
     cls = getattr(optuna.samplers, spec.pop('type'))
-    if spec.get('seed') is not None:
-        spec['seed'] = int(spec['seed']) + seed_offset
+    if per_trial and spec.get('seed') is not None:
+        return trial_seeded_sampler(cls, spec)
     return cls(**spec)
+
+
+def trial_seeded_sampler(cls, spec):
+    """An Optuna sampler that samples trial ``n`` with ``cls(**spec)``
+    seeded ``spec['seed'] + n``. Trial numbers are unique in a study (the
+    storage hands them out), so two workers that ask at the same instant,
+    with the same history, still draw from different seeds; and the same
+    study history gives the same points again."""
+    import optuna
+    base_seed = int(spec['seed'])
+
+    class TrialSeededSampler(optuna.samplers.BaseSampler):
+
+        def __init__(self):
+            self._samplers = {}
+
+        def _of(self, trial):
+            if trial.number not in self._samplers:
+                self._samplers[trial.number] = cls(
+                    **dict(spec, seed=base_seed + trial.number))
+            return self._samplers[trial.number]
+
+        def infer_relative_search_space(self, study, trial):
+            return self._of(trial).infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study, trial, search_space):
+            return self._of(trial).sample_relative(study, trial,
+                                                   search_space)
+
+        def sample_independent(self, study, trial, param_name,
+                               param_distribution):
+            return self._of(trial).sample_independent(
+                study, trial, param_name, param_distribution)
+
+        def before_trial(self, study, trial):
+            self._of(trial).before_trial(study, trial)
+
+        def after_trial(self, study, trial, state, values):
+            sampler = self._samplers.pop(trial.number, None)
+            if sampler is not None:
+                sampler.after_trial(study, trial, state, values)
+
+    return TrialSeededSampler()
 
 
 def pruner_spec(tune, max_epochs):

@@ -172,8 +172,14 @@ def complete_points(base, space, points):
 
 
 def write_best_config(base, tune, params, path, header):
+    """Write the config with the best trial's values to ``path``. Its
+    ``work_dir`` is ``best_train`` beside it: training it never writes
+    over the file (mmengine dumps the config into the work dir) nor into
+    the study folder."""
     cfg = copy.deepcopy(base)
     apply_params(cfg, tune['space'], params)
+    cfg.work_dir = os.path.join(os.path.dirname(os.path.abspath(path)),
+                                'best_train')
     text = ''.join(f'# {line}\n' for line in header) + cfg.pretty_text
     tmp = f'{path}.tmp-{os.getpid()}'
     with open(tmp, 'w') as f:

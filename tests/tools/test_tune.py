@@ -197,7 +197,9 @@ def test_resume_checks_the_study(tune_tool, tmp_path):
     args = [str(TOY_CFG), '--work-dir', str(work), '--resume']
     with pytest.raises(tune_tool.TuneError, match='no study'):
         tune_tool.main(args)
+    assert not work.exists()  # refused before anything was written
     # a study started with another search is not continued with this one
+    work.mkdir()
     study = optuna.create_study(study_name='lmclip_toy_mlt_tiny',
                                 storage=f'sqlite:///{work}/study.db')
     study.set_user_attr('tune_signature', '{"space": "another"}')
@@ -206,7 +208,7 @@ def test_resume_checks_the_study(tune_tool, tmp_path):
     assert study.trials == []
 
 
-def test_points_and_best_config(tune_tool, toy_cfg, tmp_path):
+def test_points_and_best_config(tune_tool, toy_cfg, tmp_path, toy_root):
     tune = tune_tool.tune_settings(toy_cfg)
     points = tune_tool.complete_points(toy_cfg, tune['space'],
                                        [dict(gamma_neg=9.8)])
@@ -224,6 +226,15 @@ def test_points_and_best_config(tune_tool, toy_cfg, tmp_path):
     assert best.val_dataloader.dataset.split == 'test'
     assert best.custom_hooks == toy_cfg.custom_hooks
     assert Path(path).read_text().startswith('# best of 3\n')
+    # it trains into its own folder beside it, and stays as written
+    assert best.work_dir == str(tmp_path / 'best_train')
+    before = Path(path).read_bytes()
+    from lmclip_testing import data_root_options, run_tool
+    run_tool(['train.py', path, '--cfg-options', *data_root_options(
+        toy_root, 'train_cfg.max_epochs=1', 'train_cfg.val_interval=5',
+        'train_dataloader.dataset.indices=16')])
+    assert Path(path).read_bytes() == before
+    assert (tmp_path / 'best_train' / 'epoch_1.pth').is_file()
 
 
 def test_table_and_error_lines(tune_tool):
@@ -522,6 +533,9 @@ def test_optuna_study_prunes_fails_and_resumes(tune_tool, tmp_path, capsys):
     assert best_cfg.model.loss.loss_weight == best.params['loss_weight']
     assert best_cfg.val_dataloader.dataset.split == 'test'
     assert (work / 'trials.csv').read_text().count('\n') == len(trials) + 1
+    record = json.loads((work / 'best_trial.json').read_text())
+    assert (record['trial'], record['value']) == (best.number, best.value)
+    assert best_cfg.work_dir == str(work / 'best_train')
 
     # all trials done: a further --resume runs none
     capsys.readouterr()
@@ -543,16 +557,14 @@ def test_two_workers_share_one_study(tmp_path):
     cmd = tune_cmd(cfg, work, '--n-trials', 3, '--storage',
                    f'sqlite:///{db}', '--study-name', 'shared',
                    '--cfg-options', 'train_cfg.max_epochs=1',
-                   'tune.points_to_evaluate=[]')
+                   'tune.points_to_evaluate=[dict(loss_weight=10.0)]')
     logs = [tmp_path / f'worker{i}.log' for i in range(2)]
     procs = []
-    for log_path in logs:
+    for log_path in logs:  # at the same instant
         with open(log_path, 'w') as out:
             procs.append(subprocess.Popen(cmd, stdout=out,
                                           stderr=subprocess.STDOUT,
                                           env=tool_env(), cwd=REPO))
-        wait_for(lambda: db.exists(), 300, 'the study')
-        time.sleep(2)
     for proc in procs:
         assert proc.wait(timeout=1500) == 0, [p.read_text()[-3000:]
                                               for p in logs]
@@ -563,6 +575,10 @@ def test_two_workers_share_one_study(tmp_path):
     # other worker (a trial it had started meanwhile)
     assert 3 <= len(trials) <= 4
     assert len({t.user_attrs['pid'] for t in trials}) == 2
+    # no point twice: the enqueued one once, the sampled ones distinct
+    points = [tuple(sorted(t.params.items())) for t in trials]
+    assert len(set(points)) == len(points), points
+    assert sum(t.params['loss_weight'] == 10.0 for t in trials) == 1
     for t in trials:
         assert (work / f'trial_{t.number}' / 'trial_report.json').exists()
 
@@ -616,3 +632,92 @@ def test_trial_schedules_follow_max_epochs_as_train_py(tune_tool, tmp_path,
     assert cfg.train_cfg.max_epochs == 4
     cosine = cfg.param_scheduler[1]
     assert (cosine['end'], cosine['T_max']) == (4, 2)
+
+
+def test_workers_asking_at_once_draw_distinct_reproducible_points(
+        tune_tool, tmp_path):
+    """Two workers of one study (two study objects on one storage) that ask
+    with the same history draw different points (seed + trial number, not
+    pids or timing); the same history gives the same points again."""
+    tune = tune_tool.tune_settings(Config.fromfile(str(TOY_CFG)))
+    space = {n: tune_tool.optuna_distribution(s)
+             for n, s in tune['space'].items()}
+
+    def draw(url):
+        workers = [optuna.load_study(study_name='s', storage=url)
+                   for _ in range(2)]
+        for w in workers:
+            w.sampler = tune_tool.build_sampler(tune['sampler'],
+                                                per_trial=True)
+        points = []
+        for _ in range(12):  # the first 10 are TPE's random start-up
+            asked = [w.ask(space) for w in workers]  # at the same instant
+            points += [tuple(sorted(t.params.items())) for t in asked]
+            for w, t in zip(workers, asked):
+                w.tell(t, sum(v for v in t.params.values()))
+        return points
+
+    runs = []
+    for i in range(2):
+        url = f'sqlite:///{tmp_path}/s{i}.db'
+        optuna.create_study(study_name='s', storage=url,
+                            direction='maximize')
+        runs.append(draw(url))
+    assert len(set(runs[0])) == len(runs[0]) == 24
+    assert runs[0] == runs[1]
+
+
+def test_resume_refuses_changed_settings_naming_them(tune_tool, tmp_path,
+                                                     monkeypatch):
+    """--resume (or a joining worker) with other --cfg-options than the
+    study's trials had: refused, naming each changed setting; the same
+    settings continue."""
+    from lmclip_tools.tune import optuna_backend
+
+    class Instant:  # a trial that trains nothing
+        def __init__(self, *args):
+            pass
+
+        def __call__(self, trial):
+            for name, spec in self.space.items():
+                tune_tool.suggest(trial, name, spec)
+            trial.set_user_attr('epochs', 1)
+            return 1.0
+
+    tune = tune_tool.tune_settings(Config.fromfile(str(TOY_CFG)))
+    Instant.space = tune['space']
+    monkeypatch.setattr(optuna_backend, 'OptunaObjective', Instant)
+    args = [str(TOY_CFG), '--work-dir', str(tmp_path / 'w'), '--n-trials',
+            '1', '--cfg-options', 'tune.points_to_evaluate=[]']
+    tune_tool.main(args + ['train_cfg.max_epochs=8'])
+    with pytest.raises(tune_tool.TuneError) as err:
+        tune_tool.main(args + ['train_cfg.max_epochs=6',
+                               'optim_wrapper.optimizer.lr=0.1', '--resume'])
+    message = str(err.value)
+    assert 'train_cfg.max_epochs: was 8, now 6' in message
+    assert 'optim_wrapper.optimizer.lr: was ' in message
+    assert '\n' not in message
+    tune_tool.main(args + ['train_cfg.max_epochs=8', '--resume'])
+
+
+def test_argument_errors_come_before_the_heavy_imports(tmp_path):
+    code = (
+        'import sys\n'
+        'from lmclip_tools.tune import main as m\n'
+        'for argv in ([sys.argv[1] + "/none.py"],\n'
+        '             [sys.argv[2], "--backend", "ray", "--resume"],\n'
+        '             [sys.argv[2], "--resume", "--work-dir", sys.argv[1]]):\n'
+        '    try:\n'
+        '        m.main(argv)\n'
+        '    except m.TuneError as e:\n'
+        '        print("ERR", e)\n'
+        'print("IMPORTED", sorted(x for x in ("torch", "lmclip_mm", "optuna")'
+        ' if x in sys.modules))\n')
+    out = subprocess.run([sys.executable, '-c', code, str(tmp_path),
+                          str(TOY_CFG)], env=tool_env(), capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    assert out[0] == f'ERR config not found: {tmp_path}/none.py'
+    assert 'Tuner.restore' in out[1]
+    assert out[2] == f'ERR --resume: no study in {tmp_path} (no study.db) ' \
+        'to resume'
+    assert out[3] == 'IMPORTED []'
