@@ -331,17 +331,19 @@ def _find_class(name: str):
     return None
 
 
-def _key_paths(node, key: str, prefix: str = '') -> List[str]:
-    """Dotted paths of the dicts of ``node`` that hold ``key``."""
+def _dict_paths(node, match, path: str = '') -> List[str]:
+    """Config key paths (``a.b[0].c``; ``''`` for the top) of the dicts of
+    ``node`` for which ``match(dict)`` holds."""
     found = []
     if isinstance(node, dict):
-        if key in node:
-            found.append(prefix.rstrip('.'))
-        for k, v in node.items():
-            found += _key_paths(v, key, f'{prefix}{k}.')
+        if match(node):
+            found.append(path)
+        for key, value in node.items():
+            found += _dict_paths(value, match,
+                                 f'{path}.{key}' if path else str(key))
     elif isinstance(node, (list, tuple)):
-        for i, v in enumerate(node):
-            found += _key_paths(v, key, f'{prefix}{i}.')
+        for i, value in enumerate(node):
+            found += _dict_paths(value, match, f'{path}[{i}]')
     return found
 
 
@@ -358,7 +360,7 @@ def unknown_argument_message(err: BaseException,
     if not isinstance(err, TypeError) or m is None or cfg is None:
         return None
     cls_name, key = m.group('cls', 'key')
-    paths = _key_paths(cfg.to_dict(), key)
+    paths = _dict_paths(cfg.to_dict(), lambda d: key in d)
     if not paths:
         return None
     where = ', '.join(f'{p}.{key}' if p else key for p in paths[:3])
@@ -419,19 +421,10 @@ def _registered_names(reg) -> List[str]:
     return sorted(names)
 
 
-def _type_paths(node, obj_type: str, path: str = '') -> List[str]:
+def _type_paths(node, obj_type: str) -> List[str]:
     """Config key paths of the dicts whose ``type`` is ``obj_type``."""
-    found = []
-    if isinstance(node, dict):
-        if node.get('type') == obj_type:
-            found.append(path or '<config>')
-        for key, value in node.items():
-            found += _type_paths(value, obj_type,
-                                 f'{path}.{key}' if path else str(key))
-    elif isinstance(node, (list, tuple)):
-        for i, value in enumerate(node):
-            found += _type_paths(value, obj_type, f'{path}[{i}]')
-    return found
+    return [p or '<config>' for p in
+            _dict_paths(node, lambda d: d.get('type') == obj_type)]
 
 
 def registry_error_message(err: BaseException,

@@ -185,3 +185,25 @@ def test_new_cfg_option_keys_are_checked_against_the_component():
     # a dict whose class is unknown: left alone
     cfg = Config(dict(custom=dict(a=1)))
     launch.merge_cfg_options(cfg, {'custom.b': 2})
+
+
+def test_a_config_files_unknown_key_is_named_by_its_type_error():
+    """A typo in a config file (not --cfg-options): the TypeError the
+    component raises when built becomes one line with the key's place."""
+    from mmengine.config import Config
+
+    from lmclip_tools import launch
+    cfg = Config(dict(train_cfg=dict(by_epoch=True, max_epoch=3),
+                      model=dict(loss=[dict(type='X', max_epoch=1)])))
+    err = TypeError("class `EpochBasedTrainLoop` in mmengine/runner/loops.py:"
+                    " EpochBasedTrainLoop.__init__() got an unexpected "
+                    "keyword argument 'max_epoch'")
+    message = launch.unknown_argument_message(err, cfg)
+    assert message.startswith(
+        "train_cfg.max_epoch, model.loss[0].max_epoch: EpochBasedTrainLoop "
+        "takes no argument 'max_epoch'; did you mean 'max_epochs'? (its "
+        'arguments: runner, dataloader, max_epochs'), message
+    # not the config's: left to the traceback
+    assert launch.unknown_argument_message(
+        TypeError("f.__init__() got an unexpected keyword argument 'zz'"),
+        cfg) is None
