@@ -551,13 +551,15 @@ def test_optuna_study_prunes_fails_and_resumes(tune_tool, tmp_path, capsys):
 def test_two_workers_share_one_study(tmp_path):
     """Several GPUs/machines: workers given the same --storage run the
     trials of one study, each trial once, until --n-trials in all."""
-    cfg = write_toy_tune_cfg(tmp_path)
+    write_toy_tune_cfg(tmp_path)
+    cfg = tmp_path / 'toy_tune_point.py'  # a point that trains
+    cfg.write_text("_base_ = ['toy_tune.py']\n"
+                   'tune = dict(points_to_evaluate=[dict(loss_weight=10.0)])\n')
     work = tmp_path / 'work'
     db = tmp_path / 'shared.db'
     cmd = tune_cmd(cfg, work, '--n-trials', 3, '--storage',
                    f'sqlite:///{db}', '--study-name', 'shared',
-                   '--cfg-options', 'train_cfg.max_epochs=1',
-                   'tune.points_to_evaluate=[dict(loss_weight=10.0)]')
+                   '--cfg-options', 'train_cfg.max_epochs=1')
     logs = [tmp_path / f'worker{i}.log' for i in range(2)]
     procs = []
     for log_path in logs:  # at the same instant
