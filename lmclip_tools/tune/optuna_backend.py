@@ -7,6 +7,7 @@ import os.path as osp
 import subprocess
 import time
 import warnings
+from contextlib import contextmanager
 
 from .report import finish
 from .space import TuneError, build_sampler, fmt_params, pruner_spec, suggest
@@ -294,13 +295,45 @@ def run_optuna(args, base, tune):
         if len(counted_trials(study)) >= n_total:
             study.stop()
 
+    crashed = None
     if done < n_total:
         objective = OptunaObjective(base, tune, work_dir, storage_url,
                                     study_name, pruner, args.allow_test_split)
-        study.optimize(objective, n_trials=n_total - done,
-                       catch=(TrialFailed,), callbacks=[stop_when_done])
+        try:
+            with _failed_trials_without_traceback():
+                study.optimize(objective, n_trials=n_total - done,
+                               catch=(TrialFailed,),
+                               callbacks=[stop_when_done])
+        except TrialCrashed as e:
+            crashed = e  # the table and trials.csv first
     rows = optuna_rows(study)
-    return finish(args, base, tune, rows)
+    result = finish(args, base, tune, rows)
+    if crashed is not None:
+        raise crashed
+    return result
+
+
+class _DropTraceback:
+    """A logging filter: Optuna's "Trial N failed ..." without the
+    traceback (the tuner logs the trial's error line and its log file)."""
+
+    @staticmethod
+    def filter(record):
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
+@contextmanager
+def _failed_trials_without_traceback():
+    import logging
+    logger = logging.getLogger('optuna.study._optimize')  # logs it
+    drop = _DropTraceback()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
 
 
 def optuna_rows(study):

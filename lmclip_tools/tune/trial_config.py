@@ -159,6 +159,7 @@ def complete_points(base, space, points):
         if unknown:
             raise TuneError(f'tune.points_to_evaluate: {unknown} are not in '
                             f'tune.space ({sorted(space)})')
+        given = set(point)
         for name, spec in space.items():
             if name not in point:
                 try:
@@ -167,8 +168,28 @@ def complete_points(base, space, points):
                     raise TuneError(
                         f'tune.points_to_evaluate: {point} has no {name} and '
                         f'the config no {space_keys(name, spec)[0]}')
+            where = outside(spec, point[name])
+            if where:
+                source = 'given' if name in given else \
+                    f"the config's {space_keys(name, spec)[0]}"
+                print(f'warning: tune.points_to_evaluate[{len(out)}]: '
+                      f'{name}={point[name]!r} ({source}) lies outside '
+                      f'tune.space: {where}', flush=True)
         out.append({name: point[name] for name in space})
     return out
+
+
+def outside(spec, value):
+    """Why ``value`` is outside the search space entry ``spec`` (its range
+    or choices), or None."""
+    if spec['type'] == 'choice':
+        return None if value in spec['values'] else \
+            f'not one of {spec["values"]}'
+    try:
+        inside = spec['low'] <= value <= spec['high']
+    except TypeError:
+        return f'not a number in [{spec["low"]}, {spec["high"]}]'
+    return None if inside else f'not in [{spec["low"]}, {spec["high"]}]'
 
 
 def write_best_config(base, tune, params, path, header):

@@ -9,6 +9,8 @@ import signal
 import socket
 import sys
 
+from .space import TuneError
+
 #: failures of one trial that do not stop the study
 TRIAL_ERRORS = ('TrainingDivergedError', 'OutOfMemoryError',
                 'CUDA out of memory')
@@ -22,8 +24,9 @@ class TrialFailed(Exception):
     """A trial that failed by itself (diverged, out of memory)."""
 
 
-class TrialCrashed(Exception):
-    """A trial that failed for another reason: the study stops."""
+class TrialCrashed(TuneError):
+    """A trial that failed for another reason (a config error would fail
+    every trial): the study stops, with one ``error:`` line."""
 
 
 def read_report(trial_dir):
@@ -51,6 +54,9 @@ def error_line(log_text):
                      r'Interrupt)): (.*)$', line)
         if m:
             return f'{m.group(1).rsplit(".", 1)[-1]}: {m.group(2)}'
+    for line in reversed(lines):  # a tool's one-line error
+        if line.startswith('error: '):
+            return line[len('error: '):]
     return lines[-1] if lines else '(no output)'
 
 

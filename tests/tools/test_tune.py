@@ -208,12 +208,24 @@ def test_resume_checks_the_study(tune_tool, tmp_path):
     assert study.trials == []
 
 
-def test_points_and_best_config(tune_tool, toy_cfg, tmp_path, toy_root):
+def test_points_and_best_config(tune_tool, toy_cfg, tmp_path, toy_root,
+                                capsys):
     tune = tune_tool.tune_settings(toy_cfg)
     points = tune_tool.complete_points(toy_cfg, tune['space'],
                                        [dict(gamma_neg=9.8)])
     assert points == [dict(batch_size=32, gamma_neg=9.8, loss_weight=20.0,
                            sampler_power=1.0, class_weight_power=1.0)]
+    # the toy config's own lambda lies outside the paper's space: said
+    assert capsys.readouterr().out == (
+        "warning: tune.points_to_evaluate[0]: loss_weight=20.0 (the "
+        "config's model.loss.loss_weight) lies outside tune.space: not in "
+        '[0.1, 10.0]\n')
+    tune_tool.complete_points(toy_cfg, tune['space'], [dict(
+        gamma_neg=11.0, batch_size=12, loss_weight=1.0)])
+    out = capsys.readouterr().out
+    assert 'gamma_neg=11.0 (given) lies outside tune.space: not in [2.0, ' \
+        '10.0]' in out and 'batch_size=12 (given) lies outside tune.space: ' \
+        'not one of [8, 16, 32, 64]' in out
     with pytest.raises(tune_tool.TuneError, match='not in tune.space'):
         tune_tool.complete_points(toy_cfg, tune['space'], [dict(lr=1)])
     path = tune_tool.write_best_config(
@@ -554,7 +566,8 @@ def test_two_workers_share_one_study(tmp_path):
     write_toy_tune_cfg(tmp_path)
     cfg = tmp_path / 'toy_tune_point.py'  # a point that trains
     cfg.write_text("_base_ = ['toy_tune.py']\n"
-                   'tune = dict(points_to_evaluate=[dict(loss_weight=10.0)])\n')
+                   'tune = dict(points_to_evaluate=['
+                   'dict(loss_weight=10.0)])\n')
     work = tmp_path / 'work'
     db = tmp_path / 'shared.db'
     cmd = tune_cmd(cfg, work, '--n-trials', 3, '--storage',
@@ -723,3 +736,31 @@ def test_argument_errors_come_before_the_heavy_imports(tmp_path):
     assert out[2] == f'ERR --resume: no study in {tmp_path} (no study.db) ' \
         'to resume'
     assert out[3] == 'IMPORTED []'
+
+
+def test_a_trial_config_error_stops_the_study_in_one_line(tmp_path):
+    """A trial that fails for a reason every trial would share (here a
+    search key its component does not take): the study stops with one
+    error line naming the trial's log, no traceback, and the table and
+    trials.csv are written."""
+    write_toy_tune_cfg(tmp_path)
+    cfg = tmp_path / 'bad_key.py'
+    cfg.write_text(
+        "_base_ = ['toy_tune.py']\n"
+        'tune = dict(points_to_evaluate=[], space=dict(_delete_=True, '
+        "g=dict(type='uniform', low=2.0, high=3.0, "
+        "key='model.loss.gama_neg')))\n")
+    work = tmp_path / 'work'
+    proc = subprocess.run(tune_cmd(cfg, work, '--n-trials', 2),
+                          capture_output=True, text=True, env=tool_env(),
+                          cwd=REPO, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out[-3000:]
+    assert 'Traceback' not in out, out[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: trial 0 failed: model.loss.gama_neg: "
+                           "BalancedAsymmetricLoss takes no argument "
+                           "'gama_neg'"), last
+    assert str(work / 'trial_0' / 'tune_trial.log') in last
+    assert '| 0     | FAIL' in proc.stdout
+    assert (work / 'trials.csv').read_text().count('\n') == 2
