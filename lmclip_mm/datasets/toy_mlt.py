@@ -28,7 +28,7 @@ import os.path as osp
 import shutil
 import tempfile
 import uuid
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from mmengine.logging import print_log
@@ -247,8 +247,10 @@ def toy_mlt_is_complete(root: str, seed: int = 0) -> bool:
     return True
 
 
-def ensure_toy_mlt(root: str, seed: int = 0) -> bool:
-    """Generate the toy set into ``root`` unless it is already there.
+def ensure_toy_mlt(root: str, seed: int = 0,
+                   log: Optional[Callable[[str], None]] = None) -> bool:
+    """Generate the toy set into ``root`` unless it is already there
+    (``log``, if given, is told before it generates and after it wrote).
 
     Safe when several processes start at once: each generates into its own
     temporary sibling folder and renames it to ``root``; the first rename
@@ -262,6 +264,9 @@ def ensure_toy_mlt(root: str, seed: int = 0) -> bool:
     root = osp.abspath(osp.expanduser(str(root)))
     if toy_mlt_is_complete(root, seed):
         return False
+    if log is not None:
+        log(f'ToyMLT: generating the toy set (seed {seed}) into {root} '
+            '(once, a few seconds)')
     parent, name = osp.split(root)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f'.{name}.tmp-', dir=parent)
@@ -273,6 +278,8 @@ def ensure_toy_mlt(root: str, seed: int = 0) -> bool:
         for _ in range(10):
             try:
                 os.rename(tmp, root)  # atomic; replaces an empty folder
+                if log is not None:
+                    log(f'ToyMLT: wrote the toy set to {root}')
                 return True
             except OSError:
                 pass
@@ -322,13 +329,8 @@ class ToyMLT(LongTailMultiLabelDataset):
                  split: str = 'train',
                  seed: int = 0,
                  **kwargs):
-        if not toy_mlt_is_complete(
-                osp.abspath(osp.expanduser(str(data_root))), seed):
-            print_log(f'ToyMLT: generating the toy set (seed {seed}) into '
-                      f'{data_root} (once, a few seconds)', logger='current')
-            if ensure_toy_mlt(data_root, seed=seed):
-                print_log(f'ToyMLT: wrote the toy set to {data_root}',
-                          logger='current')
+        ensure_toy_mlt(data_root, seed=seed,
+                       log=lambda msg: print_log(msg, logger='current'))
         self.seed = seed
         super().__init__(
             labels_file=LABELS_FILE,

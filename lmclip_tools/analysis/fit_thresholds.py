@@ -38,7 +38,7 @@ from lmclip_tools import launch
 class _Collect(BaseMetric):
     """Keeps every prediction's score and target."""
 
-    default_prefix = 'collect'  # mmengine warns about a metric without
+    default_prefix = 'collect'  # mmengine warns when a metric has none
 
     def process(self, data_batch, data_samples):
         for ds in data_samples:
