@@ -151,13 +151,8 @@ def check_new_key(before: dict, after: dict, key: str) -> None:
     if parts[-1] in params or any(p.kind == p.VAR_KEYWORD
                                   for p in params.values()):
         return
-    names = [n for n, p in params.items()
-             if n != 'self' and p.kind != p.VAR_POSITIONAL]
-    close = difflib.get_close_matches(parts[-1], names, n=1, cutoff=0.6)
-    hint = f"; did you mean '{close[0]}'?" if close else ''
-    raise ToolError(f'--cfg-options {key}: {cls.__name__} takes no argument '
-                    f'{parts[-1]!r}{hint} (its arguments: '
-                    f'{", ".join(names)})')
+    raise ToolError(
+        f'--cfg-options {key}: {_no_argument_message(cls, parts[-1])}')
 
 
 def follow_max_epochs(cfg: Config, old_max_epochs: int,
@@ -314,8 +309,8 @@ _UNEXPECTED = re.compile(
     r"'(?P<key>\w+)'")
 
 
-def _find_class(name: str):
-    """The class registered as ``name`` in any registry, or None."""
+def _registries() -> Iterator:
+    """Every registry: mmengine's roots and their children, once each."""
     from mmengine import registry as mm_registry
     todo = [r for r in vars(mm_registry).values()
             if isinstance(r, mm_registry.Registry)]
@@ -325,10 +320,27 @@ def _find_class(name: str):
         if id(reg) in seen:
             continue
         seen.add(id(reg))
-        if name in reg.module_dict:
-            return reg.module_dict[name]
+        yield reg
         todo.extend(reg.children.values())
-    return None
+
+
+def _find_class(name: str):
+    """The class registered as ``name`` in any registry, or None."""
+    return next((reg.module_dict[name] for reg in _registries()
+                 if name in reg.module_dict), None)
+
+
+def _no_argument_message(cls, key: str) -> str:
+    """``X takes no argument 'k'; did you mean ...? (its arguments: ...)``
+    of a component class ``cls``."""
+    import inspect
+    names = [n for n, p in inspect.signature(cls.__init__).parameters.items()
+             if n != 'self' and p.kind not in (p.VAR_POSITIONAL,
+                                               p.VAR_KEYWORD)]
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    hint = f"; did you mean '{close[0]}'?" if close else ''
+    return (f'{cls.__name__} takes no argument {key!r}{hint} (its '
+            f'arguments: {", ".join(names)})')
 
 
 def _dict_paths(node, match, path: str = '') -> List[str]:
@@ -355,7 +367,6 @@ def unknown_argument_message(err: BaseException,
     config, the closest argument of the component and its arguments. None
     for any other error, or when no dict of ``cfg`` holds that key (then it
     is not the config's)."""
-    import inspect
     m = _UNEXPECTED.search(str(err))
     if not isinstance(err, TypeError) or m is None or cfg is None:
         return None
@@ -364,17 +375,10 @@ def unknown_argument_message(err: BaseException,
     if not paths:
         return None
     where = ', '.join(f'{p}.{key}' if p else key for p in paths[:3])
-    message = f'{where}: {cls_name} takes no argument {key!r}'
     cls = _find_class(cls_name)
     if cls is None:
-        return message
-    params = [n for n, p in inspect.signature(cls.__init__).parameters.items()
-              if n != 'self' and p.kind not in (p.VAR_POSITIONAL,
-                                                p.VAR_KEYWORD)]
-    close = difflib.get_close_matches(key, params, n=1, cutoff=0.6)
-    if close:
-        message += f"; did you mean '{close[0]}'?"
-    return f'{message} (its arguments: {", ".join(params)})'
+        return f'{where}: {cls_name} takes no argument {key!r}'
+    return f'{where}: {_no_argument_message(cls, key)}'
 
 
 def check_checkpoint(path: Optional[str], what: str = 'checkpoint') -> None:
@@ -390,19 +394,8 @@ _NOT_REGISTERED = re.compile(
 
 
 def _find_registry(scope: Optional[str], name: str):
-    from mmengine import registry as mm_registry
-    roots = [r for r in vars(mm_registry).values()
-             if isinstance(r, mm_registry.Registry)]
-    todo, seen = list(roots), set()
-    while todo:
-        reg = todo.pop()
-        if id(reg) in seen:
-            continue
-        seen.add(id(reg))
-        if reg.name == name and (scope is None or reg.scope == scope):
-            return reg
-        todo.extend(reg.children.values())
-    return None
+    return next((reg for reg in _registries() if reg.name == name and (
+        scope is None or reg.scope == scope)), None)
 
 
 def _registered_names(reg) -> List[str]:
