@@ -14,24 +14,14 @@ import textwrap
 import pytest
 import torch
 
+from unpickle_probe import PAYLOAD_RUNS, RunsCode
+
 import lmclip_mm  # noqa: F401
 from lmclip_mm.fileio import checkpoint_safety as ckpt_utils
 from lmclip_mm.fileio.checkpoint_safety import UntrustedCheckpointError, is_trusted
 from mmengine.runner.checkpoint import _load_checkpoint
 
 ENV = 'LMCLIP_TRUSTED_CHECKPOINTS'
-PAYLOAD_RUNS = []
-
-
-def _payload(tag):
-    PAYLOAD_RUNS.append(tag)
-    return tag
-
-
-class _RunsCode:
-
-    def __reduce__(self):
-        return (_payload, ('unpickled', ))
 
 
 class _CreatesFile:
@@ -60,7 +50,7 @@ def _clean(monkeypatch):
 def evil(tmp_path):
     path = tmp_path / 'ckpts' / 'evil.pth'
     path.parent.mkdir()
-    torch.save({'state_dict': {'w': torch.ones(1)}, 'x': _RunsCode()}, path)
+    torch.save({'state_dict': {'w': torch.ones(1)}, 'x': RunsCode()}, path)
     return path
 
 

@@ -22,25 +22,14 @@ import numpy as np
 import pytest
 import torch
 
+from unpickle_probe import PAYLOAD_RUNS, RunsCode
+
 import lmclip_mm  # noqa: F401
 from lmclip_mm.fileio import checkpoint_safety as ckpt_utils
 from lmclip_mm.fileio.checkpoint_safety import UntrustedCheckpointError
 from mmengine.logging import HistoryBuffer
 from mmengine.runner import checkpoint as mm_ckpt
 from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
-
-PAYLOAD_RUNS = []
-
-
-def _payload(tag):
-    PAYLOAD_RUNS.append(tag)
-    return tag
-
-
-class _RunsCode:
-
-    def __reduce__(self):
-        return (_payload, ('unpickled', ))
 
 
 @pytest.fixture(autouse=True)
@@ -67,7 +56,7 @@ def files(tmp_path_factory):
         dict(state_dict=weights,
              message_hub=dict(log_scalars={'loss': buf}),
              meta=dict(epoch=np.int64(1))), out['good'])
-    torch.save(dict(state_dict=weights, meta=dict(x=_RunsCode())),
+    torch.save(dict(state_dict=weights, meta=dict(x=RunsCode())),
                out['evil'])
     return out
 

@@ -29,6 +29,8 @@ import numpy as np
 import pytest
 import torch
 
+from unpickle_probe import PAYLOAD_RUNS, RunsCode
+
 import lmclip_mm  # noqa: F401
 from lmclip_mm.fileio import checkpoint_safety as ckpt_utils
 from lmclip_mm.fileio.checkpoint_safety import UntrustedCheckpointError
@@ -39,21 +41,6 @@ ITERATIONS = int(os.environ.get('LMCLIP_THREAD_ITERATIONS', '1000'))
 MIXED_ITERATIONS = max(ITERATIONS // 5, 20)
 WAIT_S = 20.0
 TRUSTED_ENV = 'LMCLIP_TRUSTED_CHECKPOINTS'
-
-#: Appended to by :func:`_payload`: the stand-in for code run on unpickling.
-PAYLOAD_RUNS = []
-
-
-def _payload(tag):
-    PAYLOAD_RUNS.append(tag)
-    return tag
-
-
-class _RunsCode:
-    """Unpickling this calls :func:`_payload` (no shell involved)."""
-
-    def __reduce__(self):
-        return (_payload, ('unpickled', ))
 
 
 @pytest.fixture(autouse=True)
@@ -83,7 +70,7 @@ def files(tmp_path_factory):
             message_hub=dict(log_scalars={'train/loss': buf}),
             meta=dict(epoch=1, seed=np.int64(3), arr=np.arange(3))),
         # A pickle that runs code when fully unpickled.
-        evil=dict(state_dict=weights, meta=dict(payload=_RunsCode())),
+        evil=dict(state_dict=weights, meta=dict(payload=RunsCode())),
         # An ordinary pickle that needs weights_only=False.
         namespace=dict(state_dict=weights,
                        meta=dict(args=argparse.Namespace(lr=0.1))),
