@@ -1,20 +1,22 @@
 # Copyright (c) lmclip_mm authors.
 """The Optuna backend: a study in an RDB storage; each trial is a
 ``tools/train.py`` process whose :class:`OptunaPruningHook` reports to it."""
+import datetime
 import json
 import os
 import os.path as osp
 import subprocess
 import time
 import warnings
-from contextlib import contextmanager
 
+from .optuna_utils import build_pruner, quiet_optuna
 from .report import finish
 from .space import TuneError, build_sampler, fmt_params, pruner_spec, suggest
-from .trial_config import build_trial_config, complete_points
+from .trial_config import build_trial_config, complete_points, report_hook
 from .trials import (HOST, TRAIN_CMD, TrialCrashed, TrialFailed,
                      _die_with_parent, error_line, is_trial_error, log,
-                     process_token, prune_checkpoints, read_report)
+                     outcome_line, process_token, prune_checkpoints,
+                     read_report, trial_row)
 
 
 def counted_trials(study):
@@ -40,21 +42,43 @@ def requeue(study, trial):
             user_attrs={'retry_of': trial.number}))
 
 
+#: seconds after which a RUNNING trial that never recorded its tuner's pid
+#: is taken for lost (its tuner records it within milliseconds)
+UNCLAIMED_S = 60
+
+
+def _alive(attrs):
+    token = process_token(attrs['pid'])
+    return token is not None and token == attrs.get('pid_token')
+
+
 def recover_interrupted(study):
     """RUNNING trials whose tuner process on this host is gone (killed):
-    mark them FAIL (``interrupted``) and queue their values again. Trials
-    of other hosts are left to the storage heartbeat."""
+    mark them FAIL (``interrupted``) and queue their values again; so too
+    trials of any host that never recorded their tuner's pid (the tuner
+    was killed between the trial's creation and its first step). Other
+    trials of other hosts are left to the storage heartbeat."""
     from optuna.trial import TrialState
     storage = study._storage
     found = []
+    now = datetime.datetime.now()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         attrs = t.user_attrs
-        if attrs.get('host') != HOST or 'pid' not in attrs:
+        if 'pid' not in attrs:
+            # a tuner records its pid as the trial's first step: a trial
+            # without one after UNCLAIMED_S lost its tuner in between
+            age = (now - t.datetime_start).total_seconds() \
+                if t.datetime_start else 0
+            if age < UNCLAIMED_S:
+                continue
+            reason = 'tuner killed as the trial started'
+        elif attrs.get('host') != HOST:
             continue
-        if process_token(attrs['pid']) == attrs.get('pid_token'):
+        elif _alive(attrs):
             continue  # still running (another worker on this host)
-        storage.set_trial_user_attr(t._trial_id, 'interrupted',
-                                    'tuner process gone')
+        else:
+            reason = 'tuner process gone'
+        storage.set_trial_user_attr(t._trial_id, 'interrupted', reason)
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         requeue(study, t)
         found.append(t.number)
@@ -82,19 +106,19 @@ class OptunaObjective:
     def __call__(self, trial):
         import optuna
         pid = os.getpid()
+        # 'pid' last: a trial with a pid has its host and token too
         trial.set_user_attr('host', HOST)
-        trial.set_user_attr('pid', pid)
         trial.set_user_attr('pid_token', process_token(pid))
+        trial.set_user_attr('pid', pid)
         params = {name: suggest(trial, name, spec)
                   for name, spec in self.tune['space'].items()}
         trial_dir = osp.join(self.work_dir, f'trial_{trial.number}')
         os.makedirs(trial_dir, exist_ok=True)
         trial.set_user_attr('work_dir', trial_dir)
-        hook = dict(
-            type='OptunaPruningHook', storage=self.storage_url,
+        hook = report_hook(
+            'OptunaPruningHook', self.tune, storage=self.storage_url,
             study_name=self.study_name, trial_id=trial._trial_id,
-            pruner=self.pruner, metric=self.tune['metric'],
-            rule='greater' if self.tune['mode'] == 'max' else 'less')
+            pruner=self.pruner)
         cfg = build_trial_config(self.base, self.tune, params, trial_dir,
                                  hook, self.allow_test)
         cfg_path = osp.join(trial_dir, 'trial_config.py')
@@ -110,9 +134,10 @@ class OptunaObjective:
         if self.tune['keep_checkpoints'] == 'best':
             prune_checkpoints(trial_dir)
         if report:
-            trial.set_user_attr('metric', report['metric'])
+            trial.set_user_attr('report', {
+                k: report[k] for k in ('metric', 'objective', 'history',
+                                       'value', 'value_epoch', 'last')})
             trial.set_user_attr('epochs', report['history'][-1][0])
-            trial.set_user_attr('best', report['best'])
             trial.set_user_attr('best_epoch', report['best_epoch'])
         if rc != 0:
             with open(log_path, errors='replace') as f:
@@ -129,18 +154,13 @@ class OptunaObjective:
             reason = 'no validation ran (val_dataloader missing?)'
             trial.set_user_attr('fail_reason', reason)
             raise TrialCrashed(f'trial {trial.number}: {reason}')
-        value = report['best'] if self.tune['objective'] == 'best' \
-            else report['last']
-        if report['stopped_epoch'] is not None:
-            log(f'trial {trial.number} pruned after epoch '
-                f'{report["stopped_epoch"]} ({report["metric"]}='
-                f'{report["last"]:.4f}, {seconds:.1f} s)')
+        pruned = report['stopped_epoch'] is not None
+        log(outcome_line(trial.number, 'PRUNED' if pruned else 'COMPLETE',
+                         report, seconds, self.max_epochs))
+        if pruned:
             raise optuna.TrialPruned(
                 f'after epoch {report["stopped_epoch"]}')
-        log(f'trial {trial.number} complete: {report["metric"]}={value:.4f} '
-            f'(epoch {report["best_epoch"]} of {report["history"][-1][0]}, '
-            f'{seconds:.1f} s)')
-        return value
+        return report['value']
 
     def _train(self, cfg_path, trial_dir, log_path, trial):
         env = dict(os.environ, PYTHONUNBUFFERED='1')
@@ -214,6 +234,11 @@ def changed_settings(saved, now) -> list:
 
 
 def run_optuna(args, base, tune):
+    with quiet_optuna():
+        return _run_optuna(args, base, tune)
+
+
+def _run_optuna(args, base, tune):
     import optuna
     work_dir = base.work_dir
     storage_url = args.storage or \
@@ -234,8 +259,8 @@ def run_optuna(args, base, tune):
     pruner = pruner_spec(tune, max_epochs)
     signature = json.dumps(
         dict(space=tune['space'], metric=tune['metric'], mode=tune['mode'],
-             split=tune['split'], pruner=pruner), sort_keys=True)
-    from .optuna_utils import build_pruner
+             objective=tune['objective'], split=tune['split'],
+             pruner=pruner), sort_keys=True)
     try:  # one worker creates the study, and only it enqueues the points
         study = optuna.create_study(
             storage=storage, study_name=study_name,
@@ -276,10 +301,12 @@ def run_optuna(args, base, tune):
                                      tune['points_to_evaluate']):
             study.enqueue_trial(point)
     elif saved != signature:
+        changed = changed_settings(_flat(json.loads(saved)),
+                                   _flat(json.loads(signature)))
         raise TuneError(
-            f'study {study_name!r} was started with another search '
-            f'(space/metric/split/pruner):\n  {saved}\nnow:\n  {signature}\n'
-            'use another --study-name or the same tune settings')
+            f'study {study_name!r} was started with another search: '
+            + '; '.join(f'tune.{c}' for c in changed) +
+            ' (use the same tune settings, or another --study-name)')
     recover_interrupted(study)
     # trial n sampled with seed + n: distinct points for every worker,
     # reproducible from the study's history
@@ -300,10 +327,8 @@ def run_optuna(args, base, tune):
         objective = OptunaObjective(base, tune, work_dir, storage_url,
                                     study_name, pruner, args.allow_test_split)
         try:
-            with _failed_trials_without_traceback():
-                study.optimize(objective, n_trials=n_total - done,
-                               catch=(TrialFailed,),
-                               callbacks=[stop_when_done])
+            study.optimize(objective, n_trials=n_total - done,
+                           catch=(TrialFailed,), callbacks=[stop_when_done])
         except TrialCrashed as e:
             crashed = e  # the table and trials.csv first
     rows = optuna_rows(study)
@@ -311,29 +336,6 @@ def run_optuna(args, base, tune):
     if crashed is not None:
         raise crashed
     return result
-
-
-class _DropTraceback:
-    """A logging filter: Optuna's "Trial N failed ..." without the
-    traceback (the tuner logs the trial's error line and its log file)."""
-
-    @staticmethod
-    def filter(record):
-        record.exc_info = None
-        record.exc_text = None
-        return True
-
-
-@contextmanager
-def _failed_trials_without_traceback():
-    import logging
-    logger = logging.getLogger('optuna.study._optimize')  # logs it
-    drop = _DropTraceback()
-    logger.addFilter(drop)
-    try:
-        yield
-    finally:
-        logger.removeFilter(drop)
 
 
 def optuna_rows(study):
@@ -345,10 +347,8 @@ def optuna_rows(study):
         if a.get('retry_of') is not None:
             note = f'retry of trial {a["retry_of"]}' + (
                 f'; {note}' if note else '')
-        rows.append(dict(
-            trial=t.number, state=state,
-            value=a.get('best') if state == 'PRUNED' else t.value,
-            epochs=a.get('epochs'), seconds=a.get('seconds'),
-            params=dict(t.params), note=note,
-            metric=a.get('metric'), work_dir=a.get('work_dir')))
+        rows.append(trial_row(
+            t.number, state, a.get('report'), t.params,
+            seconds=a.get('seconds'), note=note,
+            work_dir=a.get('work_dir')))
     return rows

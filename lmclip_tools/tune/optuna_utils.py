@@ -1,5 +1,9 @@
 # Copyright (c) lmclip_mm authors.
-"""Optuna objects both the tuner and the trials' pruning hook build."""
+"""Optuna objects both the tuner and the trials' pruning hook build, and
+Optuna's logging as both backends set it."""
+import logging
+import warnings
+from contextlib import contextmanager
 from typing import Dict, Optional
 
 
@@ -19,3 +23,33 @@ def sqlite_engine_kwargs(url: str) -> Dict:
     if url.startswith('sqlite'):
         return dict(connect_args=dict(timeout=120))
     return {}
+
+
+@contextmanager
+def quiet_optuna():
+    """Optuna's own per-trial lines ("Trial N finished with value ...",
+    "Trial N failed ... Traceback") say again what the tuner's ``[tune]``
+    lines say, in both backends (Ray's ``OptunaSearch`` logs them too):
+    off. The tuner's own warning says when a point lies outside the
+    space."""
+    import optuna
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='Fixed parameter .* is '
+                                'out of range', category=UserWarning)
+        logger = logging.getLogger('optuna.study._optimize')
+        drop = _DropTrialFailed()
+        logger.addFilter(drop)
+        try:
+            yield
+        finally:
+            logger.removeFilter(drop)
+            optuna.logging.set_verbosity(verbosity)
+
+
+class _DropTrialFailed:
+
+    @staticmethod
+    def filter(record):
+        return not str(record.msg).startswith('Trial ')

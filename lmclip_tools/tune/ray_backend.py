@@ -1,16 +1,21 @@
 # Copyright (c) lmclip_mm authors.
 """The Ray Tune backend: ``OptunaSearch`` (the same TPE sampler and space)
 and ``ASHAScheduler``; one trial per GPU (per CPU without GPUs)."""
+import contextlib
 import functools
+import logging
 import os
 import os.path as osp
 import re
+import traceback
 
+from .optuna_utils import quiet_optuna
 from .report import finish
-from .space import (TuneError, build_sampler, optuna_distribution,
-                    pruner_spec)
-from .trial_config import build_trial_config, complete_points
-from .trials import error_line, log
+from .space import (TuneError, build_sampler, fmt_params,
+                    optuna_distribution, pruner_spec)
+from .trial_config import build_trial_config, complete_points, report_hook
+from .trials import (error_line, log, outcome_line, prune_checkpoints,
+                     read_report, trial_row)
 
 
 def _ray_trial_number(trial_dir):
@@ -36,109 +41,192 @@ def ray_trainable(params, base_text, tune, work_dir, cwd, allow_test):
     number = _ray_trial_number(ray_tune.get_context().get_trial_dir())
     trial_dir = osp.join(work_dir, f'trial_{number}')
     os.makedirs(trial_dir, exist_ok=True)
-    hook = dict(type='RayTuneReportHook', metric=tune['metric'],
-                rule='greater' if tune['mode'] == 'max' else 'less')
+    hook = report_hook('RayTuneReportHook', tune)
     cfg = build_trial_config(base, tune, dict(params), trial_dir, hook,
                              allow_test)
-    cfg.dump(osp.join(trial_dir, 'trial_config.py'))
+    # the trial trains what its trial_config.py says, named after it (as
+    # tools/train.py does in an Optuna trial; a config from a string would
+    # be dumped under a temporary file's name)
+    cfg_path = osp.join(trial_dir, 'trial_config.py')
+    cfg.dump(cfg_path)
+    cfg = Config.fromfile(cfg_path)
     launch.set_dataloader_defaults(cfg)
-    launch.build_runner(cfg).train()
+    # the trial's output in its folder, as a tools/train.py trial's
+    with open(osp.join(trial_dir, 'tune_trial.log'), 'w') as out, \
+            contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        try:
+            launch.build_runner(cfg).train()
+        except BaseException:
+            traceback.print_exc()
+            raise
+
+
+def _trial_callback(work_dir, tune, max_epochs):
+    """The tuner's log lines of the Optuna backend (a trial's start and
+    end), and its checkpoint policy, for Ray trials (built here: Ray is
+    imported only for ``--backend ray``)."""
+    from ray.tune import Callback
+
+    class TrialLog(Callback):
+
+        def _trial(self, trial):
+            number = _ray_trial_number(trial.path)
+            return number, osp.join(work_dir, f'trial_{number}')
+
+        def _end(self, trial):
+            if tune['keep_checkpoints'] == 'best':
+                _, trial_dir = self._trial(trial)
+                if osp.isdir(trial_dir):
+                    prune_checkpoints(trial_dir)
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            number, trial_dir = self._trial(trial)
+            log(f'trial {number} started: {fmt_params(trial.config)} '
+                f'({trial_dir})')
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            number, trial_dir = self._trial(trial)
+            report = read_report(trial_dir)
+            seconds = (trial.last_result or {}).get('time_total_s')
+            if report:
+                state = 'PRUNED' if report['history'][-1][0] < max_epochs \
+                    else 'COMPLETE'
+                log(outcome_line(number, state, report, seconds, max_epochs))
+            else:
+                log(f'trial {number} ended without a validation')
+            self._end(trial)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            number, trial_dir = self._trial(trial)
+            log_path = osp.join(trial_dir, 'tune_trial.log')
+            reason = '(no trial log)'
+            if osp.isfile(log_path):
+                with open(log_path, errors='replace') as f:
+                    reason = error_line(f.read())
+            log(f'trial {number} failed: {reason} (log: {log_path})')
+            self._end(trial)
+
+    return TrialLog()
+
+
+class _DropTrialFailures:
+    """Ray's "Trial task failed" traceback and "Trials did not complete":
+    the tuner's ``failed`` line says it in one line, naming the trial's
+    log, and the table lists it (as with Optuna)."""
+
+    LOGGERS = ('ray.tune.execution.tune_controller', 'ray.tune.tune')
+
+    @staticmethod
+    def filter(record):
+        return not str(record.msg).startswith(
+            ('Trial task failed', 'Trials did not complete'))
 
 
 def run_ray(args, base, tune):
     import ray
-    from ray import tune as ray_tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.optuna import OptunaSearch
     if args.resume:
         raise TuneError(
             '--resume is for the Optuna backend (its SQLite/RDB study); a '
             'Ray experiment is restored with ray.tune.Tuner.restore('
             f'{osp.join(base.work_dir, "ray", args.study_name)!r}, ...)')
     os.environ.setdefault('RAY_CHDIR_TO_TRIAL_DIR', '0')
-    work_dir = base.work_dir
-    max_epochs = int(base.train_cfg.max_epochs)
-    pruner = pruner_spec(tune, max_epochs)
-    metric = tune['metric']
+    # Ray's own progress tables and experiment boxes off: the tuner prints
+    # a line per trial start and end, as with Optuna
+    os.environ.setdefault('RAY_AIR_NEW_OUTPUT', '0')
+    pruner = pruner_spec(tune, int(base.train_cfg.max_epochs))
     init = dict(include_dashboard=False, ignore_reinit_error=True,
-                log_to_driver=False)
+                log_to_driver=False, logging_level=logging.ERROR)
     if args.ray_address:
         init['address'] = args.ray_address
     elif args.ray_num_cpus:
         init['num_cpus'] = args.ray_num_cpus
     ray.init(**init)
+    loggers = [logging.getLogger(x) for x in _DropTrialFailures.LOGGERS]
+    drop = _DropTrialFailures()
+    for logger in loggers:
+        logger.addFilter(drop)
     try:
-        gpus = ray.cluster_resources().get('GPU', 0)
-        resources = dict(cpu=args.cpus_per_trial, gpu=1 if gpus else 0)
-        space = {name: optuna_distribution(spec)
-                 for name, spec in tune['space'].items()}
-        searcher = OptunaSearch(
-            space=space, metric=metric, mode=tune['mode'],
-            sampler=build_sampler(tune['sampler']),
-            points_to_evaluate=complete_points(
-                base, tune['space'], tune['points_to_evaluate']) or None)
-        if pruner is None:
-            scheduler = FIFOScheduler()
-        else:
-            scheduler = ASHAScheduler(
-                time_attr='epoch', max_t=max_epochs, metric=metric,
-                mode=tune['mode'],
-                grace_period=pruner['min_resource'],
-                reduction_factor=pruner['reduction_factor'])
-        trainable = ray_tune.with_resources(
-            ray_tune.with_parameters(
-                functools.partial(
-                    ray_trainable, tune=tune, work_dir=work_dir,
-                    cwd=os.getcwd(), allow_test=args.allow_test_split),
-                base_text=base.pretty_text),
-            resources)
-        log(f'Ray Tune: {args.n_trials or tune["num_samples"]} trials, '
-            f'{resources} each, metric {metric} ({tune["mode"]}), split '
-            f'{tune["split"]!r}, ASHA {pruner}')
-        tuner = ray_tune.Tuner(
-            trainable,
-            tune_config=ray_tune.TuneConfig(
-                search_alg=searcher, scheduler=scheduler,
-                num_samples=args.n_trials or int(tune['num_samples']),
-                max_concurrent_trials=args.max_concurrent or None,
-                reuse_actors=False),
-            run_config=ray_tune.RunConfig(
-                name=args.study_name,
-                storage_path=osp.join(work_dir, 'ray'),
-                failure_config=ray_tune.FailureConfig(
-                    max_failures=0, fail_fast=False),
-                verbose=1))
-        results = tuner.fit()
-        rows = ray_rows(results, metric, max_epochs, work_dir)
+        with quiet_optuna():
+            rows = _fit(args, base, tune, pruner)
     finally:
+        for logger in loggers:
+            logger.removeFilter(drop)
         ray.shutdown()
     return finish(args, base, tune, rows)
 
 
-def ray_rows(results, metric, max_epochs, work_dir):
+def _fit(args, base, tune, pruner):
+    import ray
+    from ray import tune as ray_tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+    work_dir = base.work_dir
+    max_epochs = int(base.train_cfg.max_epochs)
+    metric = tune['metric']
+    gpus = ray.cluster_resources().get('GPU', 0)
+    resources = dict(cpu=args.cpus_per_trial, gpu=1 if gpus else 0)
+    space = {name: optuna_distribution(spec)
+             for name, spec in tune['space'].items()}
+    searcher = OptunaSearch(
+        space=space, metric=metric, mode=tune['mode'],
+        sampler=build_sampler(tune['sampler']),
+        points_to_evaluate=complete_points(
+            base, tune['space'], tune['points_to_evaluate']) or None)
+    if pruner is None:
+        scheduler = FIFOScheduler()
+    else:
+        scheduler = ASHAScheduler(
+            time_attr='epoch', max_t=max_epochs, metric=metric,
+            mode=tune['mode'],
+            grace_period=pruner['min_resource'],
+            reduction_factor=pruner['reduction_factor'])
+    trainable = ray_tune.with_resources(
+        ray_tune.with_parameters(
+            functools.partial(
+                ray_trainable, tune=tune, work_dir=work_dir,
+                cwd=os.getcwd(), allow_test=args.allow_test_split),
+            base_text=base.pretty_text),
+        resources)
+    log(f'Ray Tune: {args.n_trials or tune["num_samples"]} trials, '
+        f'{resources} each, metric {metric} ({tune["mode"]}), split '
+        f'{tune["split"]!r}, ASHA {pruner}')
+    tuner = ray_tune.Tuner(
+        trainable,
+        tune_config=ray_tune.TuneConfig(
+            search_alg=searcher, scheduler=scheduler,
+            num_samples=args.n_trials or int(tune['num_samples']),
+            max_concurrent_trials=args.max_concurrent or None,
+            reuse_actors=False),
+        run_config=ray_tune.RunConfig(
+            name=args.study_name,
+            storage_path=osp.join(work_dir, 'ray'),
+            failure_config=ray_tune.FailureConfig(
+                max_failures=0, fail_fast=False),
+            callbacks=[_trial_callback(work_dir, tune, max_epochs)],
+            # the tuner's own lines, as with Optuna
+            verbose=0))
+    results = tuner.fit()
+    return ray_rows(results, max_epochs, work_dir)
+
+
+def ray_rows(results, max_epochs, work_dir):
+    """The table's rows, from each trial's report file as for Optuna."""
     rows = []
     for result in results:
         number = _ray_trial_number(result.path)
-        df = result.metrics_dataframe
-        history = []
-        if df is not None and metric in df:
-            history = list(zip(df['epoch'].tolist(), df[metric].tolist()))
-        epochs = history[-1][0] if history else None
-        params = {k: v for k, v in (result.config or {}).items()}
-        seconds = None
-        if df is not None and 'time_total_s' in df and len(df):
-            seconds = round(float(df['time_total_s'].iloc[-1]), 1)
-        value = max(v for _, v in history) if history else None
+        trial_dir = osp.join(work_dir, f'trial_{number}')
+        report = read_report(trial_dir)
+        seconds = (result.metrics or {}).get('time_total_s')
         if result.error is not None:
-            state = 'FAIL'
-            note = error_line(str(result.error))
-        elif epochs is not None and epochs < max_epochs:
-            state, note = 'PRUNED', f'stopped by ASHA after epoch {epochs}'
-        else:
+            state, note = 'FAIL', error_line(str(result.error))
+        elif report and report['history'][-1][0] < max_epochs:
+            state, note = 'PRUNED', ''
+        elif report:
             state, note = 'COMPLETE', ''
-        rows.append(dict(trial=number, state=state, value=value,
-                         epochs=epochs, seconds=seconds, params=params,
-                         note=note, metric=metric,
-                         work_dir=osp.join(work_dir, f'trial_{number}')))
+        else:
+            state, note = 'FAIL', 'no validation ran'
+        rows.append(trial_row(number, state, report, result.config or {},
+                              seconds=seconds, note=note,
+                              work_dir=trial_dir))
     rows.sort(key=lambda r: (r['trial'] is None, r['trial']))
     return rows

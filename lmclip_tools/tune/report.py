@@ -12,6 +12,9 @@ from .trials import log
 
 
 def best_row(rows, mode):
+    """The winner: the best value of the trials that ran the whole schedule
+    (the one ``best_config.py`` trains). A pruned trial's value is the one
+    it was pruned with, from fewer epochs: listed, not a candidate."""
     done = [r for r in rows if r['state'] == 'COMPLETE'
             and r['value'] is not None and not math.isnan(r['value'])]
     if not done:
@@ -20,19 +23,33 @@ def best_row(rows, mode):
     return pick(done, key=lambda r: r['value'])
 
 
-def format_table(rows, metric, best=None):
+def _num(value):
+    if value is None:
+        return ''
+    return f'{value:.2f}' if abs(value) >= 1 else f'{value:.4f}'
+
+
+def _opt(value):
+    return '' if value is None else str(value)
+
+
+def param_names(rows):
     names = []
     for r in rows:
         names += [k for k in r['params'] if k not in names]
-    header = ['trial', 'state', metric, 'epochs', 'time (s)'] + names + \
-        ['note']
+    return names
+
+
+def format_table(rows, metric, best=None):
+    names = param_names(rows)
+    header = ['trial', 'state', metric, 'at epoch', 'last', 'epochs',
+              'time (s)'] + names + ['note']
     body = []
     for r in rows:
         mark = '*' if best is not None and r is best else ''
-        value = '' if r['value'] is None else f'{r["value"]:.2f}' \
-            if abs(r['value']) >= 1 else f'{r["value"]:.4f}'
-        body.append([f'{r["trial"]}{mark}', r['state'], value,
-                     '' if r['epochs'] is None else str(r['epochs']),
+        body.append([f'{r["trial"]}{mark}', r['state'], _num(r['value']),
+                     _opt(r['value_epoch']), _num(r['last']),
+                     _opt(r['epochs']),
                      '' if r['seconds'] is None else f'{r["seconds"]:.1f}'] +
                     [_fmt(r['params'][n]) if n in r['params'] else ''
                      for n in names] + [r['note'][:60]])
@@ -51,18 +68,21 @@ def finish(args, base, tune, rows):
     metric = next((r['metric'] for r in rows if r.get('metric')),
                   tune['metric'])
     best = best_row(rows, tune['mode'])
+    value = 'the best of the epochs it ran' if tune['objective'] == 'best' \
+        else 'its last epoch\'s'
     print(f'\n{len(rows)} trials ({metric}, {tune["mode"]}imised on split '
-          f'{tune["split"]!r}; * = best):', flush=True)
+          f'{tune["split"]!r}). A trial\'s value is {value} (tune.objective='
+          f'{tune["objective"]!r}); a pruned trial shows the value it was '
+          'pruned with. * = best complete trial:', flush=True)
     print(format_table(rows, metric, best), flush=True)
     with open(osp.join(work_dir, 'trials.csv'), 'w', newline='') as f:
         writer = csv.writer(f)
-        names = []
+        names = param_names(rows)
+        writer.writerow(['trial', 'state', metric, 'at_epoch', 'last',
+                         'epochs', 'seconds'] + names + ['note', 'work_dir'])
         for r in rows:
-            names += [k for k in r['params'] if k not in names]
-        writer.writerow(['trial', 'state', metric, 'epochs', 'seconds'] +
-                        names + ['note', 'work_dir'])
-        for r in rows:
-            writer.writerow([r['trial'], r['state'], r['value'], r['epochs'],
+            writer.writerow([r['trial'], r['state'], r['value'],
+                             r['value_epoch'], r['last'], r['epochs'],
                              r['seconds']] +
                             [r['params'].get(n) for n in names] +
                             [r['note'], r['work_dir']])
@@ -73,7 +93,8 @@ def finish(args, base, tune, rows):
     header = [
         f'Best of {len(rows)} trials of tools/tune.py {args.config}',
         f'trial {best["trial"]} ({best["work_dir"]}): {metric} = '
-        f'{best["value"]:.4f} on split {tune["split"]!r}',
+        f'{best["value"]:.4f} on split {tune["split"]!r} '
+        f'({tune["objective"]} epoch: {best["value_epoch"]})',
     ] + [f'  {name} = {_fmt(value)}  ->  '
          f'{", ".join(space_keys(name, tune["space"][name]))}'
          for name, value in best['params'].items()] + [
@@ -84,6 +105,8 @@ def finish(args, base, tune, rows):
     with open(record, 'w', encoding='utf-8') as f:
         json.dump(dict(trial=best['trial'], state=best['state'],
                        metric=metric, value=best['value'],
+                       value_epoch=best['value_epoch'],
+                       objective=tune['objective'],
                        mode=tune['mode'], split=tune['split'],
                        params=best['params'], epochs=best['epochs'],
                        work_dir=best['work_dir'], of_trials=len(rows),

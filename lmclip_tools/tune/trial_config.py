@@ -105,6 +105,14 @@ def static_metric_key(cfg, metric):
     return f'{prefixes.pop()}/{metric}'
 
 
+def report_hook(hook_type, tune, **kwargs):
+    """The config of the hook through which a trial reports its value
+    (metric, mode and objective of ``tune``) to a tuner."""
+    return dict(type=hook_type, metric=tune['metric'],
+                rule='greater' if tune['mode'] == 'max' else 'less',
+                objective=tune['objective'], **kwargs)
+
+
 def build_trial_config(base, tune, params, work_dir, hook, allow_test):
     """Base config (``--cfg-options`` applied) + the trial's values + the
     tuning settings: the val split, a validation every

@@ -37,6 +37,36 @@ def read_report(trial_dir):
         return json.load(f)
 
 
+def trial_row(number, state, report, params, seconds=None, note='',
+              work_dir=None, metric=None):
+    """One trial of the table and ``trials.csv``, alike for both backends:
+    its value, the epoch it comes from and its last metric are the trial's
+    report file's (see ``TrialReportHook``), so the table shows the value
+    the pruner was given and the log printed."""
+    report = report or {}
+    history = report.get('history') or []
+    return dict(
+        trial=number, state=state, value=report.get('value'),
+        value_epoch=report.get('value_epoch'), last=report.get('last'),
+        epochs=history[-1][0] if history else None,
+        seconds=None if seconds is None else round(float(seconds), 1),
+        params=dict(params), note=note,
+        metric=report.get('metric') or metric, work_dir=work_dir)
+
+
+def outcome_line(number, state, report, seconds, max_epochs):
+    """The tuner's log line for a trial that ended with a report."""
+    epochs = report['history'][-1][0]
+    where = f'epoch {epochs}' if report['objective'] == 'last' else \
+        f'best of epochs 1-{epochs}, at epoch {report["value_epoch"]}'
+    if seconds is not None:
+        where += f'; {seconds:.1f} s'
+    what = f'pruned after epoch {epochs} of {max_epochs}' \
+        if state == 'PRUNED' else 'complete'
+    return (f'trial {number} {what}: {report["metric"]}='
+            f'{report["value"]:.4f} ({where})')
+
+
 def prune_checkpoints(trial_dir):
     """Delete a finished trial's epoch/iter checkpoints (the best ones by
     the tuned metric stay)."""

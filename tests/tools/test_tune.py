@@ -249,21 +249,57 @@ def test_points_and_best_config(tune_tool, toy_cfg, tmp_path, toy_root,
     assert (tmp_path / 'best_train' / 'epoch_1.pth').is_file()
 
 
-def test_table_and_error_lines(tune_tool):
+def _report(history, objective='best'):
+    from lmclip_tools.tune.hooks import trial_record
+    return dict(trial_record(history, 'greater', objective), metric='v/m')
+
+
+def test_table_and_error_lines(tune_tool, tmp_path, capsys):
+    """One value per trial in the log, the table, trials.csv and
+    best_trial.json: a pruned trial shows the value it was pruned with,
+    with the epoch it comes from and its last metric; the winner is the
+    best trial that ran the whole schedule."""
+    row = tune_tool.trial_row
     rows = [
-        dict(trial=0, state='COMPLETE', value=41.5, epochs=4, seconds=9.0,
-             params=dict(batch_size=8), note='', metric='m', work_dir='a'),
-        dict(trial=1, state='PRUNED', value=20.0, epochs=1, seconds=3.0,
-             params=dict(batch_size=16), note='', metric='m', work_dir='b'),
-        dict(trial=2, state='FAIL', value=None, epochs=None, seconds=1.0,
-             params=dict(batch_size=64), note='TrainingDivergedError: x',
-             metric='m', work_dir='c'),
+        row(0, 'COMPLETE', _report([[1, 41.5], [2, 30.0], [3, 2.95],
+                                    [4, 3.0]]), dict(batch_size=8),
+            seconds=9.0, work_dir='a'),
+        # pruned at epoch 2 with its best so far: 45.0 (epoch 1)
+        row(1, 'PRUNED', _report([[1, 45.0], [2, 3.8]]),
+            dict(batch_size=16), seconds=3.0, work_dir='b'),
+        row(2, 'FAIL', None, dict(batch_size=64), seconds=1.0,
+            note='TrainingDivergedError: x', work_dir='c', metric='m'),
     ]
     best = tune_tool.best_row(rows, 'max')
-    assert best is rows[0]
-    table = tune_tool.format_table(rows, 'm', best)
-    assert '| 0*    | COMPLETE | 41.50 |' in table
+    assert best is rows[0]  # 45.0 is from 2 of 4 epochs: not a candidate
+    table = tune_tool.format_table(rows, 'v/m', best)
+    assert '| 0*    | COMPLETE | 41.50 | 1        | 3.00 | 4      |' in table
+    assert '| 1     | PRUNED   | 45.00 | 1        | 3.80 | 2      |' in table
     assert '| 2     | FAIL     |' in table and 'TrainingDivergedError' in table
+    line = tune_tool.outcome_line(1, 'PRUNED', _report([[1, 45.0],
+                                                        [2, 3.8]]), 3.0, 4)
+    assert line == ('trial 1 pruned after epoch 2 of 4: v/m=45.0000 (best '
+                    'of epochs 1-2, at epoch 1; 3.0 s)')
+    last = _report([[1, 45.0], [2, 3.8]], 'last')
+    assert tune_tool.outcome_line(1, 'PRUNED', last, None, 4).endswith(
+        'v/m=3.8000 (epoch 2)')
+    tune = dict(tune_tool.DEFAULT_TUNE, space=dict(
+        batch_size=dict(values=[8, 16, 64])))
+    base = Config(dict(work_dir=str(tmp_path),
+                       train_dataloader=dict(batch_size=32)))
+    args = SimpleNamespace(config='c.py', cfg_options=None)
+    tune_tool.finish(args, base, tune, rows)
+    out = capsys.readouterr().out
+    assert 'a pruned trial shows the value it was pruned with' in out
+    assert csv_rows(tmp_path / 'trials.csv')[1] == dict(
+        trial='1', state='PRUNED', **{'v/m': '45.0'}, at_epoch='1',
+        last='3.8', epochs='2', seconds='3.0', batch_size='16', note='',
+        work_dir='b')
+    record = json.loads((tmp_path / 'best_trial.json').read_text())
+    assert (record['trial'], record['value'], record['value_epoch']) == (
+        0, 41.5, 1)
+    assert 'v/m = 41.5000 on split \'val\' (best epoch: 1)' in (
+        tmp_path / 'best_config.py').read_text()
     log = ('Traceback (most recent call last):\n  File "x"\n'
            'lmclip_mm.engine.optim_wrappers.safe_optim_wrapper.'
            'TrainingDivergedError: Training diverged: non-finite loss\n')
@@ -329,10 +365,60 @@ def test_trial_report_hook_only_while_training(tmp_path):
     for epoch, v in ((1, 3.0), (2, 1.0), (3, 2.0)):
         hook.after_val_epoch(fake_runner(tmp_path, epoch), {'a/mAP': v})
     report = json.loads((tmp_path / 'trial_report.json').read_text())
-    assert report == dict(metric='a/mAP', history=[[1, 3.0], [2, 1.0],
-                                                   [3, 2.0]],
+    assert report == dict(metric='a/mAP', objective='best',
+                          history=[[1, 3.0], [2, 1.0], [3, 2.0]],
+                          value=1.0, value_epoch=2,
                           best=1.0, best_epoch=2, last=2.0,
                           stopped_epoch=None)
+
+
+class _Recorder:
+    """A TrialReportHook subclass's report(): what a tuner is given."""
+
+    def __init__(self):
+        self.given = []
+
+    def __call__(self, runner, epoch, value, metrics):
+        self.given.append((epoch, value))
+        return epoch == 2
+
+
+@pytest.mark.parametrize('objective,rule,given,value', [
+    ('best', 'greater', [(1, 5.0), (2, 5.0)], (5.0, 1)),
+    ('last', 'greater', [(1, 5.0), (2, 3.0)], (3.0, 2)),
+    ('best', 'less', [(1, 5.0), (2, 3.0)], (3.0, 2)),
+])
+def test_one_trial_value_for_the_pruner_and_the_report(
+        tmp_path, objective, rule, given, value):
+    """The value a tuner's pruner is given after each epoch is the trial's
+    value so far (best or last by tune.objective), the one the report file
+    (and so the log, the table and trials.csv) holds when it stops."""
+    from lmclip_tools.tune.hooks import TrialReportHook
+    hook = TrialReportHook(metric='mAP_tail', rule=rule, objective=objective)
+    hook.report = _Recorder()
+    hook.before_train(None)
+    for epoch, v in ((1, 5.0), (2, 3.0)):
+        runner = fake_runner(tmp_path, epoch)
+        hook.after_val_epoch(runner, {'x/mAP_tail': v})
+    assert hook.report.given == given
+    report = json.loads((tmp_path / 'trial_report.json').read_text())
+    assert report['stopped_epoch'] == 2 and runner.train_loop.stop_training
+    assert (report['value'], report['value_epoch']) == value
+    assert report['value'] == given[-1][1]
+    with pytest.raises(ValueError, match="'best' or 'last'"):
+        TrialReportHook(objective='max')
+
+
+def test_the_report_comes_after_the_best_checkpoint():
+    """Ray's ASHA ends a trial's process when it gets a report: the epoch's
+    best checkpoint must be saved first (a pruned Ray trial keeps its
+    best_*.pth, as an Optuna one does)."""
+    from mmengine.hooks import CheckpointHook
+    from mmengine.runner.priority import get_priority as priority
+    from lmclip_tools.tune.hooks import (OptunaPruningHook,
+                                         RayTuneReportHook)
+    for hook in (OptunaPruningHook, RayTuneReportHook):
+        assert priority(hook.priority) > priority(CheckpointHook.priority)
 
 
 def test_interrupted_trials_requeued(tune_tool, tmp_path):
@@ -360,6 +446,32 @@ def test_interrupted_trials_requeued(tune_tool, tmp_path):
     assert trials[3].user_attrs == {'retry_of': 0}
     # the interrupted trial does not count towards --n-trials
     assert tune_tool.counted_trials(study) == []
+
+
+def test_a_trial_its_tuner_never_claimed_is_requeued(tune_tool, tmp_path):
+    """A tuner killed between the trial's creation and the recording of
+    its pid: the trial is failed and queued again by the next tuner once
+    it is older than UNCLAIMED_S, not left RUNNING until the heartbeat's
+    grace period; a trial just created (its tuner about to claim it) is
+    left alone."""
+    import datetime
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+    study = optuna.create_study(study_name='s',
+                                storage=f'sqlite:///{tmp_path}/s.db')
+    storage = study._storage
+    now = datetime.datetime.now()
+    for age in (tune_tool.UNCLAIMED_S + 5, 1):
+        template = create_trial(state=TrialState.RUNNING, params=dict(x=0.5),
+                                distributions=dict(x=FloatDistribution(0, 1)))
+        template.datetime_start = now - datetime.timedelta(seconds=age)
+        storage.create_new_trial(study._study_id, template_trial=template)
+    assert tune_tool.recover_interrupted(study) == [0]
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ['FAIL', 'RUNNING', 'WAITING']
+    assert trials[0].user_attrs['interrupted'] == \
+        'tuner killed as the trial started'
+    assert trials[2].params == dict(x=0.5)
 
 
 def test_interrupted_tuner_stops_and_requeues_its_trial(
@@ -480,11 +592,13 @@ def test_optuna_study_prunes_fails_and_resumes(tune_tool, tmp_path, capsys):
     with pytest.raises(tune_tool.TuneError, match='--resume'):
         tune_main([str(cfg), '--work-dir', str(work), '--n-trials', '6'])
 
-    proc = subprocess.run(tune_cmd(cfg, work, '--n-trials', 6, '--resume'),
-                          capture_output=True, text=True, env=tool_env(),
-                          cwd=REPO, timeout=1500)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-5000:]
+    # the resumed tuner runs in this process (its trials are tools/train.py
+    # processes all the same): a second tuner start would cost ~14 s
+    capsys.readouterr()
+    tune_main([str(cfg), '--work-dir', str(work), '--n-trials', '6',
+               '--resume'])
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
     assert 'trials [2] were running when their tuner was killed' in out
 
     study = optuna.load_study(study_name='toy_tune',
@@ -548,6 +662,11 @@ def test_optuna_study_prunes_fails_and_resumes(tune_tool, tmp_path, capsys):
     record = json.loads((work / 'best_trial.json').read_text())
     assert (record['trial'], record['value']) == (best.number, best.value)
     assert best_cfg.work_dir == str(work / 'best_train')
+
+    assert_same_semantics_as_optuna(
+        first + out, work, csv_rows(work / 'trials.csv'),
+        {t.number: t.user_attrs['report'] for t in trials
+         if t.state.name in ('COMPLETE', 'PRUNED')})
 
     # all trials done: a further --resume runs none
     capsys.readouterr()
@@ -615,20 +734,53 @@ def test_ray_backend(tmp_path):
     assert 'TrainingDivergedError' in rows[0]['note']
     assert float(rows[0]['loss_weight']) == 1e300
     assert rows[1]['state'] == 'COMPLETE' and rows[1]['epochs'] == '2'
-    assert 'Trial status: 1 ERROR | 1 TERMINATED' in out
     trial_cfg = Config.fromfile(str(work / 'trial_1' / 'trial_config.py'))
     assert trial_cfg.val_dataloader.dataset.split == 'val'
     assert trial_cfg.custom_hooks[-1].type == 'RayTuneReportHook'
     report = json.loads((work / 'trial_1' / 'trial_report.json').read_text())
     assert [e for e, _ in report['history']] == [1, 2]
+    assert_same_semantics_as_optuna(out, work, rows, {1: report})
     best_cfg = Config.fromfile(str(work / 'best_config.py'))
     assert best_cfg.model.loss.loss_weight == float(rows[1]['loss_weight'])
+
+
+def assert_same_semantics_as_optuna(out, work, rows, reports):
+    """What both backends do alike: the tuner's lines (a start and an end
+    per trial, no backend's own status tables), the metric's full name,
+    one value per trial in the log and trials.csv, and the trial folders
+    (trial config, trial log, best checkpoint only, no stray files)."""
+    by_number = {int(r['trial']): r for r in rows}
+    assert 'long-tail/mAP_tail' in rows[0]
+    for number, report in reports.items():
+        row = by_number[number]
+        assert float(row['long-tail/mAP_tail']) == report['value']
+        assert int(row['at_epoch']) == report['value_epoch']
+        what = 'pruned' if row['state'] == 'PRUNED' else 'complete'
+        assert f'trial {number} {what}' in out
+        assert f'long-tail/mAP_tail={report["value"]:.4f}' in out
+    for row in rows:
+        assert f'trial {row["trial"]} started' in out
+        if 'interrupted' in row['note'] or 'process gone' in row['note']:
+            continue  # killed with its tuner: as it was
+        if row['state'] == 'FAIL':
+            assert f'trial {row["trial"]} failed' in out
+        names = sorted(p.name for p in (work / f'trial_{row["trial"]}')
+                       .iterdir())
+        assert 'trial_config.py' in names and 'tune_trial.log' in names
+        assert not [n for n in names if n.startswith(('epoch_', 'tmp'))
+                    or n == 'last_checkpoint'], names
+        if row['state'] != 'FAIL':
+            assert any(n.startswith('best_') for n in names), names
+    assert '[I 20' not in out and '[W 20' not in out  # Optuna's own lines
+    assert 'Trial status' not in out  # Ray's
+    lines = [x for x in out.splitlines() if x.strip()]
+    assert len(lines) < 15 + 4 * len(rows), out
 
 
 def csv_rows(path):
     import csv
     with open(path, newline='') as f:
-        yield from csv.DictReader(f)
+        return list(csv.DictReader(f))
 
 
 def test_trial_schedules_follow_max_epochs_as_train_py(tune_tool, tmp_path,
@@ -712,6 +864,13 @@ def test_resume_refuses_changed_settings_naming_them(tune_tool, tmp_path,
     assert 'train_cfg.max_epochs: was 8, now 6' in message
     assert 'optim_wrapper.optimizer.lr: was ' in message
     assert '\n' not in message
+    # so is another search (the objective changes every trial's value)
+    with pytest.raises(tune_tool.TuneError) as err:
+        tune_tool.main(args + ['train_cfg.max_epochs=8',
+                               'tune.objective=last', '--resume'])
+    message = str(err.value)
+    assert "another search: tune.objective: was 'best', now 'last' (" \
+        in message and '\n' not in message
     tune_tool.main(args + ['train_cfg.max_epochs=8', '--resume'])
 
 

@@ -8,7 +8,7 @@ Optuna or Ray).
 """
 from .optuna_pruning_hook import OptunaPruningHook
 from .ray_tune_report_hook import RayTuneReportHook
-from .trial_report_hook import TrialReportHook, resolve_metric
+from .trial_report_hook import TrialReportHook, resolve_metric, trial_record
 
 __all__ = ['TrialReportHook', 'OptunaPruningHook', 'RayTuneReportHook',
-           'resolve_metric']
+           'resolve_metric', 'trial_record']

@@ -11,10 +11,11 @@ from .trial_report_hook import TrialReportHook
 @HOOKS.register_module()
 class RayTuneReportHook(TrialReportHook):
     """:class:`TrialReportHook` that passes each validation to
-    ``ray.tune.report`` (inside a Ray Tune trial): ``epoch``, the tuned
-    metric under ``report_as`` (default: ``metric``) and every other
-    validation metric with ``/`` replaced by ``_``. Ray's scheduler (e.g.
-    ASHA with ``time_attr='epoch'``) stops the trial itself."""
+    ``ray.tune.report`` (inside a Ray Tune trial): ``epoch``, the trial's
+    value so far (see :class:`TrialReportHook`) under ``report_as``
+    (default: ``metric``) and every validation metric with ``/`` replaced
+    by ``_``. Ray's scheduler (e.g. ASHA with ``time_attr='epoch'``) stops
+    the trial itself."""
 
     def __init__(self, report_as: str = None, **kwargs) -> None:
         super().__init__(**kwargs)
