@@ -9,8 +9,8 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 from ..heads.lmclip_head import LMCLIPHead
-from ..utils.clip_factory import (create_clip_model, create_tokenizer,
-                                  load_clip_weights)
+from ..utils.clip_factory import create_clip_model, load_clip_weights
+from ..utils.clip_tokenizer import create_tokenizer
 from ..utils.fast_encoders import (encode_image, encode_text,
                                    encode_texts_packed, eot_truncate,
                                    sdpa_attention, supports_packing)

@@ -1,12 +1,13 @@
 # Copyright (c) lmclip_mm authors.
 """Helpers of the models: building open_clip models
-(:mod:`.clip_factory`), their towers' fast forward passes
+(:mod:`.clip_factory`) and their tokenizers (:mod:`.clip_tokenizer`), the
+towers' fast forward passes
 (:mod:`.fast_encoders`) and collectives with gradient
 (:mod:`.distributed`)."""
-from .clip_factory import (MODEL_CONFIG_DIR, ClipDependencyError,
-                           PretrainedWeightsUnavailable, check_clip_weights,
-                           create_clip_model, create_tokenizer,
+from .clip_factory import (MODEL_CONFIG_DIR, PretrainedWeightsUnavailable,
+                           check_clip_weights, create_clip_model,
                            load_clip_weights, register_model_configs)
+from .clip_tokenizer import ClipDependencyError, create_tokenizer
 from .fast_encoders import (encode_image, encode_text, encode_texts_packed,
                             eot_truncate, sdpa_attention,
                             supports_class_token_shortcut,

@@ -42,8 +42,7 @@ from ...fileio.checkpoint_safety import (UntrustedCheckpointError,
 
 __all__ = [
     'MODEL_CONFIG_DIR', 'register_model_configs', 'create_clip_model',
-    'load_clip_weights', 'check_clip_weights', 'create_tokenizer',
-    'PretrainedWeightsUnavailable', 'ClipDependencyError'
+    'load_clip_weights', 'check_clip_weights', 'PretrainedWeightsUnavailable'
 ]
 
 logger = logging.getLogger(__name__)
@@ -124,32 +123,6 @@ def _load_torchscript_weights(model: torch.nn.Module, path: str) -> None:
 class PretrainedWeightsUnavailable(RuntimeError):
     """The weights of a pretrained tag are neither cached nor downloadable
     (no network): raised at once, before any download retry."""
-
-
-class ClipDependencyError(RuntimeError):
-    """A part of an open_clip model (e.g. the Hugging Face tokenizer of
-    SigLIP models) needs a package or files that are missing."""
-
-
-def create_tokenizer(model_name: str, context_length: Optional[int] = None):
-    """:func:`open_clip.get_tokenizer`, with one clear error
-    (:class:`ClipDependencyError`) when the tokenizer needs a package that
-    is not installed (``transformers`` for SigLIP and other Hugging Face
-    tokenizers) or files that cannot be downloaded."""
-    try:
-        return open_clip.get_tokenizer(model_name,
-                                       context_length=context_length)
-    except ImportError as e:
-        package = getattr(e, 'name', None) or str(e)
-        raise ClipDependencyError(
-            f'the tokenizer of {model_name} needs the package {package!r}, '
-            f'which is not installed: pip install {package}') from e
-    except OSError as e:  # the hub: offline, no cached files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ''
-        raise ClipDependencyError(
-            f'the tokenizer of {model_name} could not be loaded '
-            f'({type(e).__name__}: {first}): its files come from the '
-            'Hugging Face hub; run once with network access') from e
 
 
 #: seconds to wait for the weights' host before giving up
