@@ -5,8 +5,6 @@ without doing any image twice, relocatable, and loud where it cannot work."""
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -15,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from forked import ForkedPython, group_alive
 from mmengine.registry import init_default_scope
 from mmpretrain.registry import DATASETS
 
@@ -25,8 +24,7 @@ from lmclip_mm.datasets.image_cache import (CHUNK, RECORD_SIZE, ImageCache,
                                             unpack_record)
 from lmclip_mm.datasets.transforms import LoadResizedImage
 
-REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.heavy(90)  # seconds on one CI core
+pytestmark = pytest.mark.heavy(40)  # seconds on one CI core
 PHOTOS = ('china', 'flower', 'exif6', 'gray', 'cmyk', 'la', 'palette',
           'small', 'rgba')
 SCALE = (224, 224)
@@ -236,8 +234,9 @@ def test_train_val_and_holdout_share_one_store(real_photos, tmp_path,
 
 
 def run_fill_script(root, cache_dir, delay, workers=1, extra=''):
-    """A Python process that builds the cached dataset of ``root`` with a
-    decoder slowed down by ``delay`` seconds per image."""
+    """A process (a fork of this one: :class:`forked.ForkedPython`) that
+    builds the cached dataset of ``root`` with a decoder slowed down by
+    ``delay`` seconds per image."""
     head = textwrap.dedent(f'''
         import json, sys, time
         import lmclip_mm
@@ -262,32 +261,13 @@ def run_fill_script(root, cache_dir, delay, workers=1, extra=''):
                                         reused=ds.cache_report['reused'])))
     ''')
     code = head + textwrap.dedent(extra) + tail
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
-    return subprocess.Popen([sys.executable, '-c', code], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, cwd=REPO)
+    return ForkedPython(code)
 
 
 def store_of(root, cache_dir, scale=SCALE):
     ds = build(root, cache=False, pipeline=train_pipeline(scale))
     return ImageCache(ds._list_paths, LoadResizedImage(scale), cache_dir,
                       label='train')
-
-
-def processes_running(marker):
-    """PIDs of processes whose command line contains ``marker``."""
-    pids = []
-    for entry in os.listdir('/proc'):
-        if entry.isdigit():
-            try:
-                with open(f'/proc/{entry}/cmdline', 'rb') as f:
-                    if marker.encode() in f.read():
-                        with open(f'/proc/{entry}/stat') as st:
-                            if st.read().split(') ')[-1][0] != 'Z':
-                                pids.append(int(entry))
-            except OSError:
-                pass
-    return pids
 
 
 def test_sigkill_during_a_fill_leaves_nothing_wrong(real_photos, tmp_path,
@@ -321,11 +301,11 @@ def test_sigkill_during_a_fill_leaves_nothing_wrong(real_photos, tmp_path,
         proc.wait()
         reader.join()
         assert proc.returncode == -signal.SIGKILL, ''.join(lines)[-3000:]
-        # the fill processes died with their parent
+        # the fill processes died with their parent (its process group)
         deadline = time.time() + 10
-        while processes_running(str(root)) and time.time() < deadline:
+        while group_alive(proc.pid) and time.time() < deadline:
             time.sleep(0.1)
-        assert not processes_running(str(root))
+        assert not group_alive(proc.pid)
         store = store_of(root, cache_dir)
         pixels = np.frombuffer(store._maps()[0], np.uint8)
         written = int(np.count_nonzero(pixels.reshape(n, -1).any(1)))
