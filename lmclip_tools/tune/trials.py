@@ -57,7 +57,8 @@ def trial_row(number, state, report, params, seconds=None, note='',
 def outcome_line(number, state, report, seconds, max_epochs):
     """The tuner's log line for a trial that ended with a report."""
     epochs = report['history'][-1][0]
-    where = f'epoch {epochs}' if report['objective'] == 'last' else \
+    where = f'epoch {epochs}' if report['objective'] == 'last' or \
+        epochs == 1 else \
         f'best of epochs 1-{epochs}, at epoch {report["value_epoch"]}'
     if seconds is not None:
         where += f'; {seconds:.1f} s'

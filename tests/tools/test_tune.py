@@ -280,6 +280,8 @@ def test_table_and_error_lines(tune_tool, tmp_path, capsys):
                                                         [2, 3.8]]), 3.0, 4)
     assert line == ('trial 1 pruned after epoch 2 of 4: v/m=45.0000 (best '
                     'of epochs 1-2, at epoch 1; 3.0 s)')
+    assert tune_tool.outcome_line(1, 'PRUNED', _report([[1, 45.0]]), 3.0,
+                                  4).endswith('v/m=45.0000 (epoch 1; 3.0 s)')
     last = _report([[1, 45.0], [2, 3.8]], 'last')
     assert tune_tool.outcome_line(1, 'PRUNED', last, None, 4).endswith(
         'v/m=3.8000 (epoch 2)')

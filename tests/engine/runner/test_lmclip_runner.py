@@ -76,8 +76,12 @@ def _mmpretrain_train(toy_root, work_dir, nproc):
     options = [f'{k}.dataset.data_root={toy_root}'
                for k in ('train_dataloader', 'val_dataloader',
                          'test_dataloader')]
+    # a subset of each split: the launcher path is the point, not learning
+    subsets = [f'{k}.dataset.indices=32' for k in ('train_dataloader',
+                                                   'val_dataloader',
+                                                   'test_dataloader')]
     args = [MMPRETRAIN_TRAIN, str(TOY), '--work-dir', str(work_dir),
-            '--cfg-options', 'train_cfg.max_epochs=1', *options]
+            '--cfg-options', 'train_cfg.max_epochs=1', *options, *subsets]
     if nproc > 1:
         cmd = [sys.executable, '-m', 'torch.distributed.run',
                f'--nproc_per_node={nproc}',
