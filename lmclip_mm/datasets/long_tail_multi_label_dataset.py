@@ -64,25 +64,14 @@ class LongTailMultiLabelDataset(MultiLabelDataset):
     the train list (its lines' labels, in their order), ``val_fraction`` and
     ``val_seed``: every process and every run draws the same split.
 
-    The statistics (:mod:`lmclip_mm.datasets.class_stats`, for every
-    split) follow the protocol:
-
-    * ``class_counts`` / ``num_train_images`` count the images TRAINED ON:
-      the full train list, or with the val split held out (``split='val'``
-      and ``split='train', holdout_val=True``, same ``val_fraction`` /
-      ``val_seed``) the train list without the val images. They give the
-      loss class weights (handed to the model by
-      :class:`~lmclip_mm.engine.hooks.DatasetMetaHook`), and
-      :class:`~lmclip_mm.datasets.ClassAwareRepeatSampler` counts the same
-      images (the train split it draws from), so loss and sampler agree in
-      both protocols. ``split='test'`` does not know the protocol: it gives
-      the full train list's (the hook keeps the train split's counts for
-      the model before validation and test).
-    * the head/middle/tail groups always come from the FULL train list:
-      they are the benchmark's definition of the reported groups, and
-      holding out val must not move a class across the 20 / 100 thresholds
-      (VOC-MLT's motorbike, 20 train images, would become a tail class with
-      18).
+    The statistics follow the protocol (:mod:`lmclip_mm.datasets.class_stats`
+    says which images each one counts, and why): ``class_counts`` /
+    ``num_train_images`` count the images trained on (the train list
+    without the val images for ``split='val'`` and ``holdout_val=True``),
+    which the loss (through :class:`~lmclip_mm.engine.hooks.DatasetMetaHook`)
+    and :class:`~lmclip_mm.datasets.ClassAwareRepeatSampler` both use;
+    ``split='test'`` gives the full train list's; the head/middle/tail
+    groups always come from the full train list.
 
     ``metainfo`` holds:
 

@@ -34,6 +34,8 @@ class ForkedPython:
             try:
                 os.close(read_end)
                 status = _child(code, write_end, env)
+            except BaseException:
+                traceback.print_exc()  # to the pipe once it is set up
             finally:
                 os._exit(status)
         os.close(write_end)
@@ -107,7 +109,9 @@ def _child(code, write_end, env):  # pragma: no cover - runs in the child
         for handler in logger.handlers:
             if isinstance(handler, logging.StreamHandler) and \
                     not isinstance(handler, logging.FileHandler):
-                handler.setStream(sys.stdout)
+                # not setStream(): it flushes the old stream, which may be
+                # closed here (pytest-xdist's workers)
+                handler.stream = sys.stdout
     os.environ.update(env or {})
     try:
         exec(compile(code, '<forked python>', 'exec'),

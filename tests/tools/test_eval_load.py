@@ -31,6 +31,8 @@ def _coco_like_splits(folder, n_test=6):
 
 
 def test_eval_load_removes_its_images_unless_root_is_given(tool, tmp_path):
+    """End to end: two test processes on the first 3 and 6 stand-in
+    images, the growth check, and the stand-in images removed."""
     splits = _coco_like_splits(tmp_path / 'splits')
     scratch = tmp_path / 'tmp'
     scratch.mkdir()
@@ -40,15 +42,35 @@ def test_eval_load_removes_its_images_unless_root_is_given(tool, tmp_path):
     proc = tool(args, env={'TMPDIR': str(scratch)})
     out = proc.stdout
     assert '6 stand-in test images' in out and out.count('PASS') == 1, out
+    assert '     3 images:' in out and '     6 images:' in out, out
     assert 'removed the stand-in images under ' + str(scratch) in out
     left = list(scratch.glob('coco_mlt_standin_*'))
     assert not left, left
-    # --root keeps them, and says where (one size: one process suffices)
+
+
+def test_eval_load_keeps_its_images_under_root(tmp_path, monkeypatch,
+                                               capsys):
+    """--root keeps the stand-in images, says where, and a second run
+    reuses them (the test processes, run above, are stood in for)."""
+    from lmclip_tools.analysis import eval_load
+    seen = []
+
+    def run_test(root, count, args, work_dir):
+        seen.append((root, count))
+        return 1.0, 1000 + count, {'long-tail/mAP': 9.0}
+
+    monkeypatch.setattr(eval_load, 'run_test', run_test)
+    splits = _coco_like_splits(tmp_path / 'splits')
     keep = tmp_path / 'keep'
-    one = [a if a != '3' else '6' for a in args]
-    proc = tool(one + ['--root', keep], env={'TMPDIR': str(scratch)})
-    assert f'kept the stand-in images under {keep}' in proc.stdout
-    assert len(list((keep / 'val2017').glob('*.jpg'))) == 6
+    argv = ['--split-dir', str(splits), '--sizes', '6', '--image-size', '40',
+            '30', '--root', str(keep)]
+    assert eval_load.main(argv) == 0
+    assert f'kept the stand-in images under {keep}' in capsys.readouterr().out
+    images = sorted((keep / 'val2017').glob('*.jpg'))
+    assert len(images) == 6 and seen == [(str(keep), 6)]
+    stamps = [p.stat().st_mtime_ns for p in images]
+    assert eval_load.main(argv) == 0
+    assert [p.stat().st_mtime_ns for p in images] == stamps  # reused
 
 
 def test_eval_load_names_a_missing_split_dir(tool, tmp_path):

@@ -49,16 +49,12 @@ class LMCLIPClassifier(DatasetMetaMixin, BaseClassifier):
     restored on loading, so a loaded checkpoint predicts without a
     dataset (see :class:`.DatasetMetaMixin`).
 
-    **Predicted labels.** ``predict`` sets, as mmpretrain's
-    ``MultiLabelClsHead``, ``pred_score`` (the ``(C,)`` scores the AP metrics
-    rank, per ``score_activation``; raw ``s * cos`` logits by default) and
-    ``pred_label``: the classes holding at least ``thr`` of the softmax over
-    the classes, or the ``topk`` ones, or those above per-class thresholds
-    fitted on held-out data (buffer ``class_thresholds``, saved in
-    checkpoints). The decision rule and the losses are the :attr:`head`'s
-    (:class:`~lmclip_mm.models.heads.LMCLIPHead`, which explains the rule);
-    ``loss_module``, ``contrastive_loss``, ``thr``, ``topk``,
-    ``score_activation`` and ``class_thresholds`` read and set the head's.
+    **Predicted labels.** ``predict`` sets ``pred_score`` and ``pred_label``
+    as mmpretrain's ``MultiLabelClsHead``. The decision rule and the losses
+    are the :attr:`head`'s (:class:`~lmclip_mm.models.heads.LMCLIPHead`,
+    which explains the rule); ``loss_module``, ``contrastive_loss``,
+    ``thr``, ``topk``, ``score_activation`` and ``class_thresholds`` read
+    and set the head's.
 
     Args:
         clip (dict): the open_clip model: ``model_name`` (e.g.
@@ -82,12 +78,10 @@ class LMCLIPClassifier(DatasetMetaMixin, BaseClassifier):
         contrastive_loss (dict, optional): the image-caption loss; None
             disables it. Defaults to ``dict(type='CLIPContrastiveLoss')``.
         class_weight_power (float, optional): ``s`` of the loss class
-            weights ``w_c = r_c ** s / max(r ** s)``, ``r_c = N / n_c`` (from
-            the dataset's ``class_counts`` and ``num_train_images``; the
-            :class:`~lmclip_mm.engine.hooks.DatasetMetaHook` counts them with
-            ``get_cat_ids`` when a dataset's metainfo lacks them, e.g.
-            mmpretrain's ``MultiLabelDataset`` and ``VOC``). None: no class
-            weights.
+            weights (:func:`~lmclip_mm.datasets.class_stats.class_weights`)
+            of the dataset's ``class_counts`` and ``num_train_images``
+            (which :class:`~lmclip_mm.engine.hooks.DatasetMetaHook` counts
+            for datasets that lack them). None: no class weights.
         caption_prefix (str): a training sample without a ``caption`` (e.g.
             from mmpretrain's own datasets) gets the template caption
             ``caption_prefix + ', '.join(its class names)`` (the template of
