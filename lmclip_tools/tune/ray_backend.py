@@ -7,6 +7,7 @@ import logging
 import os
 import os.path as osp
 import re
+import time
 import traceback
 
 from .optuna_utils import quiet_optuna
@@ -69,42 +70,50 @@ def _trial_callback(work_dir, tune, max_epochs):
 
     class TrialLog(Callback):
 
+        def __init__(self):
+            super().__init__()
+            self.started = {}
+            #: trial number -> wall seconds from its start to its end
+            self.seconds = {}
+
         def _trial(self, trial):
             number = _ray_trial_number(trial.path)
             return number, osp.join(work_dir, f'trial_{number}')
 
         def _end(self, trial):
-            if tune['keep_checkpoints'] == 'best':
-                _, trial_dir = self._trial(trial)
-                if osp.isdir(trial_dir):
-                    prune_checkpoints(trial_dir)
+            number, trial_dir = self._trial(trial)
+            if tune['keep_checkpoints'] == 'best' and osp.isdir(trial_dir):
+                prune_checkpoints(trial_dir)
+            if number in self.started:
+                self.seconds[number] = round(
+                    time.time() - self.started[number], 1)
+            return number, trial_dir, self.seconds.get(number)
 
         def on_trial_start(self, iteration, trials, trial, **info):
             number, trial_dir = self._trial(trial)
+            self.started[number] = time.time()
             log(f'trial {number} started: {fmt_params(trial.config)} '
                 f'({trial_dir})')
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            number, trial_dir = self._trial(trial)
+            number, trial_dir, seconds = self._end(trial)
             report = read_report(trial_dir)
-            seconds = (trial.last_result or {}).get('time_total_s')
             if report:
                 state = 'PRUNED' if report['history'][-1][0] < max_epochs \
                     else 'COMPLETE'
                 log(outcome_line(number, state, report, seconds, max_epochs))
             else:
                 log(f'trial {number} ended without a validation')
-            self._end(trial)
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            number, trial_dir = self._trial(trial)
+            number, trial_dir, seconds = self._end(trial)
             log_path = osp.join(trial_dir, 'tune_trial.log')
             reason = '(no trial log)'
             if osp.isfile(log_path):
                 with open(log_path, errors='replace') as f:
                     reason = error_line(f.read())
-            log(f'trial {number} failed: {reason} (log: {log_path})')
-            self._end(trial)
+            took = '' if seconds is None else f' after {seconds:.1f} s'
+            log(f'trial {number} failed{took}: {reason} (log: {log_path})')
 
     return TrialLog()
 
@@ -190,6 +199,7 @@ def _fit(args, base, tune, pruner):
     log(f'Ray Tune: {args.n_trials or tune["num_samples"]} trials, '
         f'{resources} each, metric {metric} ({tune["mode"]}), split '
         f'{tune["split"]!r}, ASHA {pruner}')
+    trial_log = _trial_callback(work_dir, tune, max_epochs)
     tuner = ray_tune.Tuner(
         trainable,
         tune_config=ray_tune.TuneConfig(
@@ -202,21 +212,22 @@ def _fit(args, base, tune, pruner):
             storage_path=osp.join(work_dir, 'ray'),
             failure_config=ray_tune.FailureConfig(
                 max_failures=0, fail_fast=False),
-            callbacks=[_trial_callback(work_dir, tune, max_epochs)],
+            callbacks=[trial_log],
             # the tuner's own lines, as with Optuna
             verbose=0))
     results = tuner.fit()
-    return ray_rows(results, max_epochs, work_dir)
+    return ray_rows(results, max_epochs, work_dir, trial_log.seconds)
 
 
-def ray_rows(results, max_epochs, work_dir):
-    """The table's rows, from each trial's report file as for Optuna."""
+def ray_rows(results, max_epochs, work_dir, seconds=None):
+    """The table's rows, from each trial's report file as for Optuna;
+    ``seconds``: each trial's wall time (as the Optuna backend measures
+    its trial process), by trial number."""
     rows = []
     for result in results:
         number = _ray_trial_number(result.path)
         trial_dir = osp.join(work_dir, f'trial_{number}')
         report = read_report(trial_dir)
-        seconds = (result.metrics or {}).get('time_total_s')
         if result.error is not None:
             state, note = 'FAIL', error_line(str(result.error))
         elif report and report['history'][-1][0] < max_epochs:
@@ -226,7 +237,7 @@ def ray_rows(results, max_epochs, work_dir):
         else:
             state, note = 'FAIL', 'no validation ran'
         rows.append(trial_row(number, state, report, result.config or {},
-                              seconds=seconds, note=note,
+                              seconds=(seconds or {}).get(number), note=note,
                               work_dir=trial_dir))
     rows.sort(key=lambda r: (r['trial'] is None, r['trial']))
     return rows

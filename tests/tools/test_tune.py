@@ -765,7 +765,8 @@ def assert_same_semantics_as_optuna(out, work, rows, reports):
         if 'interrupted' in row['note'] or 'process gone' in row['note']:
             continue  # killed with its tuner: as it was
         if row['state'] == 'FAIL':
-            assert f'trial {row["trial"]} failed' in out
+            assert f'trial {row["trial"]} failed after ' in out
+        assert float(row['seconds']) > 0, row  # the trial's wall time
         names = sorted(p.name for p in (work / f'trial_{row["trial"]}')
                        .iterdir())
         assert 'trial_config.py' in names and 'tune_trial.log' in names
