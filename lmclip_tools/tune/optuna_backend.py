@@ -13,10 +13,10 @@ from .optuna_utils import build_pruner, quiet_optuna
 from .report import finish
 from .space import TuneError, build_sampler, fmt_params, pruner_spec, suggest
 from .trial_config import build_trial_config, complete_points, report_hook
-from .trials import (HOST, TRAIN_CMD, TrialCrashed, TrialFailed,
-                     _die_with_parent, error_line, is_trial_error, log,
+from .trials import (HOST, TRAIN_CMD, TRIAL_LOG, TrialCrashed, TrialFailed,
+                     _die_with_parent, failed_line, is_trial_error, log,
                      outcome_line, process_token, prune_checkpoints,
-                     read_report, trial_row)
+                     read_report, trial_error, trial_row)
 
 
 def counted_trials(study):
@@ -123,7 +123,7 @@ class OptunaObjective:
                                  hook, self.allow_test)
         cfg_path = osp.join(trial_dir, 'trial_config.py')
         cfg.dump(cfg_path)
-        log_path = osp.join(trial_dir, 'tune_trial.log')
+        log_path = osp.join(trial_dir, TRIAL_LOG)
         log(f'trial {trial.number} started: {fmt_params(params)} '
             f'({trial_dir})')
         start = time.time()
@@ -140,11 +140,9 @@ class OptunaObjective:
             trial.set_user_attr('epochs', report['history'][-1][0])
             trial.set_user_attr('best_epoch', report['best_epoch'])
         if rc != 0:
-            with open(log_path, errors='replace') as f:
-                reason = error_line(f.read())
+            _, reason = trial_error(trial_dir)
             trial.set_user_attr('fail_reason', reason)
-            log(f'trial {trial.number} failed after {seconds:.1f} s: '
-                f'{reason} (log: {log_path})')
+            log(failed_line(trial.number, reason, log_path, seconds))
             if is_trial_error(reason):
                 raise TrialFailed(reason)
             raise TrialCrashed(

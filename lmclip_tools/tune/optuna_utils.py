@@ -1,10 +1,11 @@
 # Copyright (c) lmclip_mm authors.
 """Optuna objects both the tuner and the trials' pruning hook build, and
 Optuna's logging as both backends set it."""
-import logging
 import warnings
 from contextlib import contextmanager
 from typing import Dict, Optional
+
+from .trials import dropped_log_records
 
 
 def build_pruner(spec: Optional[Dict]):
@@ -35,21 +36,11 @@ def quiet_optuna():
     import optuna
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with warnings.catch_warnings():
-        warnings.filterwarnings('ignore', message='Fixed parameter .* is '
-                                'out of range', category=UserWarning)
-        logger = logging.getLogger('optuna.study._optimize')
-        drop = _DropTrialFailed()
-        logger.addFilter(drop)
-        try:
+    try:
+        with warnings.catch_warnings(), dropped_log_records(
+                ['optuna.study._optimize'], ['Trial ']):
+            warnings.filterwarnings('ignore', message='Fixed parameter .* '
+                                    'is out of range', category=UserWarning)
             yield
-        finally:
-            logger.removeFilter(drop)
-            optuna.logging.set_verbosity(verbosity)
-
-
-class _DropTrialFailed:
-
-    @staticmethod
-    def filter(record):
-        return not str(record.msg).startswith('Trial ')
+    finally:
+        optuna.logging.set_verbosity(verbosity)

@@ -15,8 +15,9 @@ from .report import finish
 from .space import (TuneError, build_sampler, fmt_params,
                     optuna_distribution, pruner_spec)
 from .trial_config import build_trial_config, complete_points, report_hook
-from .trials import (error_line, log, outcome_line, prune_checkpoints,
-                     read_report, trial_row)
+from .trials import (TRIAL_LOG, dropped_log_records, error_line,
+                     failed_line, log, outcome_line, prune_checkpoints,
+                     read_report, report_state, trial_error, trial_row)
 
 
 def _ray_trial_number(trial_dir):
@@ -53,7 +54,7 @@ def ray_trainable(params, base_text, tune, work_dir, cwd, allow_test):
     cfg = Config.fromfile(cfg_path)
     launch.set_dataloader_defaults(cfg)
     # the trial's output in its folder, as a tools/train.py trial's
-    with open(osp.join(trial_dir, 'tune_trial.log'), 'w') as out, \
+    with open(osp.join(trial_dir, TRIAL_LOG), 'w') as out, \
             contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         try:
             launch.build_runner(cfg).train()
@@ -99,36 +100,24 @@ def _trial_callback(work_dir, tune, max_epochs):
             number, trial_dir, seconds = self._end(trial)
             report = read_report(trial_dir)
             if report:
-                state = 'PRUNED' if report['history'][-1][0] < max_epochs \
-                    else 'COMPLETE'
-                log(outcome_line(number, state, report, seconds, max_epochs))
+                log(outcome_line(number, report_state(report, max_epochs),
+                                 report, seconds, max_epochs))
             else:
                 log(f'trial {number} ended without a validation')
 
         def on_trial_error(self, iteration, trials, trial, **info):
             number, trial_dir, seconds = self._end(trial)
-            log_path = osp.join(trial_dir, 'tune_trial.log')
-            reason = '(no trial log)'
-            if osp.isfile(log_path):
-                with open(log_path, errors='replace') as f:
-                    reason = error_line(f.read())
-            took = '' if seconds is None else f' after {seconds:.1f} s'
-            log(f'trial {number} failed{took}: {reason} (log: {log_path})')
+            log_path, reason = trial_error(trial_dir)
+            log(failed_line(number, reason, log_path, seconds))
 
     return TrialLog()
 
 
-class _DropTrialFailures:
-    """Ray's "Trial task failed" traceback and "Trials did not complete":
-    the tuner's ``failed`` line says it in one line, naming the trial's
-    log, and the table lists it (as with Optuna)."""
-
-    LOGGERS = ('ray.tune.execution.tune_controller', 'ray.tune.tune')
-
-    @staticmethod
-    def filter(record):
-        return not str(record.msg).startswith(
-            ('Trial task failed', 'Trials did not complete'))
+#: Ray's "Trial task failed" traceback and "Trials did not complete": the
+#: tuner's ``failed`` line says it in one line, naming the trial's log, and
+#: the table lists it (as with Optuna)
+RAY_FAILURE_RECORDS = (('ray.tune.execution.tune_controller', 'ray.tune.tune'),
+                       ('Trial task failed', 'Trials did not complete'))
 
 
 def run_ray(args, base, tune):
@@ -150,16 +139,10 @@ def run_ray(args, base, tune):
     elif args.ray_num_cpus:
         init['num_cpus'] = args.ray_num_cpus
     ray.init(**init)
-    loggers = [logging.getLogger(x) for x in _DropTrialFailures.LOGGERS]
-    drop = _DropTrialFailures()
-    for logger in loggers:
-        logger.addFilter(drop)
     try:
-        with quiet_optuna():
+        with quiet_optuna(), dropped_log_records(*RAY_FAILURE_RECORDS):
             rows = _fit(args, base, tune, pruner)
     finally:
-        for logger in loggers:
-            logger.removeFilter(drop)
         ray.shutdown()
     return finish(args, base, tune, rows)
 
@@ -230,10 +213,8 @@ def ray_rows(results, max_epochs, work_dir, seconds=None):
         report = read_report(trial_dir)
         if result.error is not None:
             state, note = 'FAIL', error_line(str(result.error))
-        elif report and report['history'][-1][0] < max_epochs:
-            state, note = 'PRUNED', ''
         elif report:
-            state, note = 'COMPLETE', ''
+            state, note = report_state(report, max_epochs), ''
         else:
             state, note = 'FAIL', 'no validation ran'
         rows.append(trial_row(number, state, report, result.config or {},

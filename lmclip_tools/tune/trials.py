@@ -2,12 +2,14 @@
 """What both backends share about a trial process: its report file, its
 checkpoints, its error line, its process and the tuner's log lines."""
 import json
+import logging
 import os
 import os.path as osp
 import re
 import signal
 import socket
 import sys
+from contextlib import contextmanager
 
 from .space import TuneError
 
@@ -18,6 +20,8 @@ HOST = socket.gethostname()
 
 #: how a trial trains: this package's ``tools/train.py``
 TRAIN_CMD = (sys.executable, '-m', 'lmclip_tools.train')
+#: a trial's output, in its folder
+TRIAL_LOG = 'tune_trial.log'
 
 
 class TrialFailed(Exception):
@@ -52,6 +56,27 @@ def trial_row(number, state, report, params, seconds=None, note='',
         seconds=None if seconds is None else round(float(seconds), 1),
         params=dict(params), note=note,
         metric=report.get('metric') or metric, work_dir=work_dir)
+
+
+def report_state(report, max_epochs):
+    """'PRUNED' for a report that ended before ``max_epochs``, else
+    'COMPLETE'."""
+    return 'PRUNED' if report['history'][-1][0] < max_epochs else 'COMPLETE'
+
+
+def trial_error(trial_dir):
+    """``(log path, error line)`` of a failed trial, from its log."""
+    path = osp.join(trial_dir, TRIAL_LOG)
+    if not osp.isfile(path):
+        return path, '(no trial log)'
+    with open(path, errors='replace') as f:
+        return path, error_line(f.read())
+
+
+def failed_line(number, reason, log_path, seconds=None):
+    """The tuner's log line for a trial that failed."""
+    took = '' if seconds is None else f' after {seconds:.1f} s'
+    return f'trial {number} failed{took}: {reason} (log: {log_path})'
 
 
 def outcome_line(number, state, report, seconds, max_epochs):
@@ -125,3 +150,21 @@ def process_token(pid):
 
 def log(msg):
     print(f'[tune] {msg}', flush=True)
+
+
+@contextmanager
+def dropped_log_records(logger_names, prefixes):
+    """Leave out the records of the loggers ``logger_names`` whose message
+    starts with one of ``prefixes`` (a backend's lines that say again what
+    the tuner's ``[tune]`` lines and table say)."""
+    def keep(record):
+        return not str(record.msg).startswith(tuple(prefixes))
+
+    loggers = [logging.getLogger(name) for name in logger_names]
+    for logger in loggers:
+        logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(keep)

@@ -24,7 +24,7 @@ import traceback
 
 class ForkedPython:
 
-    def __init__(self, code: str, env: dict = None):
+    def __init__(self, code: str):
         read_end, write_end = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -33,7 +33,7 @@ class ForkedPython:
             status = 1
             try:
                 os.close(read_end)
-                status = _child(code, write_end, env)
+                status = _child(code, write_end)
             except BaseException:
                 traceback.print_exc()  # to the pipe once it is set up
             finally:
@@ -90,7 +90,18 @@ class ForkedPython:
             pass
 
 
-def _child(code, write_end, env):  # pragma: no cover - runs in the child
+def exit_status(exc: SystemExit) -> int:
+    """The exit status of a process that raised ``exc``, as the
+    interpreter gives it (a message is printed and gives 1)."""
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code
+    print(exc.code, file=sys.stderr)
+    return 1
+
+
+def _child(code, write_end):  # pragma: no cover - runs in the child
     os.setpgid(0, 0)
     os.dup2(write_end, 1)
     os.dup2(write_end, 2)
@@ -112,13 +123,12 @@ def _child(code, write_end, env):  # pragma: no cover - runs in the child
                 # not setStream(): it flushes the old stream, which may be
                 # closed here (pytest-xdist's workers)
                 handler.stream = sys.stdout
-    os.environ.update(env or {})
     try:
         exec(compile(code, '<forked python>', 'exec'),
              {'__name__': '__main__'})
         status = 0
-    except SystemExit as e:
-        status = e.code if isinstance(e.code, int) else int(e.code is not None)
+    except SystemExit as exc:
+        status = exit_status(exc)
     except BaseException:
         traceback.print_exc()
         status = 1

@@ -27,6 +27,8 @@ import subprocess
 import sys
 import threading
 
+from forked import exit_status
+
 #: variables the tools and their libraries read when called, not when
 #: imported: a call may change them and still run in a fork of the server
 CALL_TIME_VARIABLES = frozenset([
@@ -171,13 +173,7 @@ def _child(request, banner_out, banner_err):  # pragma: no cover - forked
     try:
         runpy.run_path(script, run_name='__main__')
     except SystemExit as exc:
-        if exc.code is None:
-            code = 0
-        elif isinstance(exc.code, int):
-            code = exc.code
-        else:
-            print(exc.code, file=sys.stderr)
-            code = 1
+        code = exit_status(exc)
     except BaseException:
         traceback.print_exc()
         code = 1
