@@ -49,6 +49,25 @@ def pytest_unconfigure(config):
         shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def own_environment():
+    """What a test changes in ``os.environ`` (a tool's ``main()`` run in
+    this process sets ``LOCAL_RANK``, an in-process runner
+    ``MKL_NUM_THREADS``) ends with it: a later test sees the session's
+    environment, and the tools it runs still fork from the tool server
+    (:mod:`tool_server` starts a fresh interpreter for a call whose
+    environment differs from the server's)."""
+    saved = dict(os.environ)
+    yield
+    now = dict(os.environ)
+    for env in (saved, now):  # pytest's own, set for each phase
+        env.pop('PYTEST_CURRENT_TEST', None)
+    if now != saved:
+        for key in set(now) - set(saved):
+            del os.environ[key]
+        os.environ.update(saved)
+
+
 @pytest.fixture(autouse=True, scope='session')
 def one_torch_thread():
     import torch

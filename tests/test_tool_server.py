@@ -134,21 +134,39 @@ def test_threads_share_the_server_one_run_at_a_time(tmp_path):
     assert sorted(results) == [(i, 0, f'ok{i}') for i in range(4)]
 
 
-def test_a_server_started_in_another_environment_is_not_used(
+def test_a_server_started_in_another_environment_is_replaced(
         tmp_path, monkeypatch):
     """An import-time variable set after the server started (e.g. by a
-    test's monkeypatch) makes the run fresh: its parent is this process,
-    not the server."""
+    test's monkeypatch): a new server, started in the new environment,
+    serves the run (a fork: its parent is neither this process nor the old
+    server), and the runs after it."""
     script = tmp_path / 'ppid.py'
     script.write_text('import os\nprint(os.getppid())\n')
     cmd = [sys.executable, str(script)]
     base = tool_env()
     served = tool_server.run(cmd, tmp_path, base, base, timeout=120)
-    assert int(served.stdout.split()[-1]) != os.getpid()  # a fork
+    old = int(served.stdout.split()[-1])
+    assert old != os.getpid()  # a fork
     monkeypatch.setenv('LMCLIP_TEST_IMPORT_TIME_PROBE', '1')
     changed = tool_env()
-    fresh = tool_server.run(cmd, tmp_path, changed, changed, timeout=120)
-    assert int(fresh.stdout.split()[-1]) == os.getpid()
+    runs = [tool_server.run(cmd, tmp_path, changed, changed, timeout=120)
+            for _ in range(2)]
+    parents = {int(p.stdout.split()[-1]) for p in runs}
+    assert len(parents) == 1 and parents.isdisjoint({old, os.getpid()})
+    assert tool_server._SERVER.env['LMCLIP_TEST_IMPORT_TIME_PROBE'] == '1'
+
+
+def test_a_test_changes_the_environment_for_itself_only():
+    """tests/conftest.py's own_environment: a variable a test sets (as a
+    tool's main() run in-process sets LOCAL_RANK) is gone for the next
+    test (below), whose tools then still fork from the server."""
+    os.environ['LMCLIP_TEST_LEAK_PROBE'] = '1'
+    os.environ.pop('LMCLIP_CACHE_DIR')
+
+
+def test_the_previous_tests_variables_are_gone():
+    assert 'LMCLIP_TEST_LEAK_PROBE' not in os.environ
+    assert os.environ['LMCLIP_CACHE_DIR']
 
 
 def test_the_server_serves_every_test(tmp_path, request):

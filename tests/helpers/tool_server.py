@@ -118,15 +118,20 @@ def forkable(cmd, env, base_env) -> bool:
 def run(cmd, cwd, env, base_env, timeout):
     """``subprocess.run(cmd, cwd=cwd, env=env, capture_output=True,
     text=True, timeout=timeout)``, in a fork of the server when
-    :func:`forkable` against the environment the server was started in
-    (started now with ``base_env`` if there is none)."""
+    :func:`forkable` against ``base_env`` (the environment of a tool run
+    without extra variables); the server is (re)started with ``base_env``
+    when there is none or it was started in another environment."""
     global _SERVER
     if forkable(cmd, env, base_env):
         with _LOCK:
+            if _SERVER is not None and not forkable(cmd, env, _SERVER.env):
+                # the session's environment changed since the server
+                # started: one new server, not a fresh interpreter per call
+                _SERVER.close()
+                _SERVER = None
             if _SERVER is None or _SERVER.proc.poll() is not None:
                 _SERVER = _Server(base_env)
-            if forkable(cmd, env, _SERVER.env):
-                return _SERVER.run(cmd, cwd, env, timeout)
+            return _SERVER.run(cmd, cwd, env, timeout)
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
