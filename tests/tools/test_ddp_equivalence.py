@@ -1,9 +1,9 @@
 """2 processes x batch 16 train like 1 process x batch 32 (LM-CLIP, DDP).
 
 A tiny ViT variant of the toy config (no BatchNorm, no random
-augmentation, same seed) is trained for one epoch (26 iterations) through
-``tools/train.py`` and through ``tools/dist_train.sh 2``. What makes the two
-runs the same computation:
+augmentation, same seed) is trained for one epoch on 320 of the toy train
+images (10 iterations) through ``tools/train.py`` and through
+``tools/dist_train.sh 2``. What makes the two runs the same computation:
 
 * the sampler makes one global draw per epoch and rank r takes
   ``draw[r::2]``, so the union of the ranks' batches at step k is the
@@ -29,7 +29,8 @@ import torch
 
 pytestmark = pytest.mark.heavy(40)  # seconds on one CI core
 
-ITERS = 26  # 804 images, global batch 32
+IMAGES = 320  # of the toy train list
+ITERS = 10  # global batch 32
 
 
 def _config(tmp_path):
@@ -39,7 +40,7 @@ def _config(tmp_path):
 custom_imports = dict(imports=['lmclip_mm', 'ddp_helpers'],
                       allow_failed_imports=False)
 model = dict(clip=dict(model_name='lmclip-tiny-vit'))
-train_dataloader = dict(dataset=dict(pipeline=[
+train_dataloader = dict(dataset=dict(indices={IMAGES}, pipeline=[
     dict(type='LoadImageFromFile'),
     dict(type='PackInputs', algorithm_keys=['caption'])]))
 custom_hooks = [dict(type='DatasetMetaHook'), dict(type='RecordLossHook')]
@@ -53,11 +54,9 @@ def _losses(path):
 
 
 @pytest.fixture(scope='module')
-def runs(tmp_path_factory, tool, new_port):
-    from lmclip_mm.datasets.toy_mlt import generate_toy_mlt
+def runs(tmp_path_factory, tool, new_port, toy_root):
     tmp = tmp_path_factory.mktemp('ddp_eq')
-    root = tmp / 'toy'
-    generate_toy_mlt(str(root), seed=0)
+    root = toy_root
     cfg = _config(tmp)
     env = {}  # ddp_helpers is on the tools' PYTHONPATH (tool_env)
     data = f'train_dataloader.dataset.data_root={root}'

@@ -15,7 +15,8 @@ from lmclip_testing import data_root_options
 pytestmark = pytest.mark.heavy(120)  # seconds on one CI core
 
 CFG = 'configs/lmclip_toy_mlt_tiny.py'
-TRAIN_IMAGES = 804  # the toy train split
+TRAIN_IMAGES = 256  # of the toy train split's 804 (SUBSET)
+SUBSET = f'train_dataloader.dataset.indices={TRAIN_IMAGES}'
 BATCH = 32  # the toy config's per-process batch
 
 
@@ -36,7 +37,7 @@ def dist_run(tmp_path_factory, tool, toy_root, new_port):
     work_dir = tmp_path_factory.mktemp('dist_train')
     proc = tool(['dist_train.sh', CFG, '2', '--work-dir', work_dir,
                  '--cfg-options',
-                 *data_root_options(toy_root, 'train_cfg.max_epochs=2',
+                 *data_root_options(toy_root, SUBSET, 'train_cfg.max_epochs=2',
                                     'train_cfg.val_interval=1')],
                 env={'PORT': str(new_port())})
     return work_dir, proc
@@ -57,7 +58,7 @@ def test_dist_train_lmclip_two_processes(dist_run, load_ckpt):
     assert re.search(r'image cache: \d+ images (decoded|from)', log), \
         log[-3000:]
     # each process takes half of the sampler's global draw
-    per_epoch = -(-TRAIN_IMAGES // 2 // BATCH)  # 13 (one process: 26)
+    per_epoch = -(-TRAIN_IMAGES // 2 // BATCH)  # 4 (one process: 8)
     ckpt = load_ckpt(work_dir / 'epoch_2.pth')
     assert ckpt['meta']['iter'] == 2 * per_epoch
     # tensors only in the state dict; the classes travel in the meta
@@ -83,7 +84,8 @@ def test_dist_test_equals_one_process(dist_run, tool, toy_root, tmp_path,
         out = tmp_path / f'{name}.json'
         tool(args + ['--work-dir', tmp_path / name, '--out', out,
                      '--out-item', 'metrics', '--cfg-options',
-                     *data_root_options(toy_root, 'test_evaluator.classwise=True')],
+                     *data_root_options(toy_root,
+                                        'test_evaluator.classwise=True')],
              env={'PORT': str(new_port())})
         outs[name] = json.loads(out.read_text())
     assert outs['one'].keys() == outs['two'].keys()
@@ -101,7 +103,7 @@ def test_resume_two_process_run(dist_run, tool, toy_root, tmp_path, new_port,
     shutil.copytree(dist_run[0], work_dir)
     proc = tool(['dist_train.sh', CFG, '2', '--work-dir', work_dir,
                  '--resume', '--cfg-options',
-                 *data_root_options(toy_root, 'train_cfg.max_epochs=3',
+                 *data_root_options(toy_root, SUBSET, 'train_cfg.max_epochs=3',
                                     'train_cfg.val_interval=1')],
                 env={'PORT': str(new_port())})
     log = proc.stdout + proc.stderr
@@ -126,7 +128,7 @@ def test_load_from_two_process_checkpoint(dist_run, tool, toy_root,
     work_dir = tmp_path / 'load_from'
     src = dist_run[0] / 'epoch_2.pth'
     proc = tool(['train.py', CFG, '--work-dir', work_dir, '--cfg-options',
-                 *data_root_options(toy_root, f'load_from={src}',
+                 *data_root_options(toy_root, SUBSET, f'load_from={src}',
                                     'train_cfg.max_epochs=1',
                                     'train_cfg.val_interval=1',
                                     'optim_wrapper.optimizer.lr=0.0')])
