@@ -20,11 +20,6 @@ PAPER_CFG = 'configs/lmclip_toy_mlt_tiny.py'
 
 
 @pytest.fixture(scope='module')
-def toy_root(tmp_path_factory):
-    return tmp_path_factory.mktemp('toy_mlt') / 'toy'
-
-
-@pytest.fixture(scope='module')
 def honest_run(tmp_path_factory, tool, toy_root):
     """3 epochs, validation on the val split after each (~30 s)."""
     work_dir = tmp_path_factory.mktemp('honest')
