@@ -74,6 +74,49 @@ def test_a_fork_is_a_fresh_run(how, code, tmp_path):
         assert forked.stderr.splitlines()[-1] == 'a message'
 
 
+def test_a_module_run_is_a_fresh_run(tmp_path):
+    """``python -m MODULE ARGS`` (how tools/tune.py starts its trials)."""
+    cwd = tmp_path / 'cwd'
+    cwd.mkdir()
+    (cwd / 'probe_mod.py').write_text(SCRIPT)
+    base = tool_env()
+    cmd = [sys.executable, '-m', 'probe_mod', 'exit3']
+    assert tool_server.forkable(cmd, base, base)
+    forked = tool_server.run(cmd, cwd, base, base, timeout=120)
+    fresh = subprocess.run(cmd, cwd=cwd, env=base, capture_output=True,
+                           text=True, timeout=120)
+    assert forked.returncode == fresh.returncode == 3
+    a, b = _facts(forked), _facts(fresh)
+    assert a.pop('rand') != b.pop('rand')
+    assert a == b and a['main'] == '__main__'
+    assert a['argv'][0] == str(cwd / 'probe_mod.py')
+    assert forked.stderr.splitlines()[-1] == 'to stderr'
+    assert 'RuntimeWarning' not in forked.stderr
+
+
+def test_served_popen_is_popen_with_one_log(tmp_path):
+    """ServedPopen: a fork that writes stdout and stderr to one log file,
+    with a pid while it runs, wait() and kill()."""
+    script = tmp_path / 'probe.py'
+    script.write_text(SCRIPT)
+    base = tool_env()
+    log = tmp_path / 'run.log'
+    proc = tool_server.ServedPopen([sys.executable, str(script), 'exit3'],
+                                   log, base, base, cwd=tmp_path)
+    assert proc.pid != os.getpid() and proc.poll() is None
+    assert proc.wait() == 3 and proc.poll() == 3
+    lines = log.read_text().splitlines()
+    assert lines[-2].startswith('{') and lines[-1] == 'to stderr'
+    sleeper = tool_server.ServedPopen([sys.executable, str(script), 'sleep'],
+                                      log, base, base, cwd=tmp_path)
+    assert os.path.exists(f'/proc/{sleeper.pid}')
+    sleeper.kill()
+    assert sleeper.wait() == -9
+    # the server is free again
+    assert tool_server.run([sys.executable, str(script), 'ok'], tmp_path,
+                           base, base, timeout=60).returncode == 0
+
+
 def test_two_forks_have_different_seeds(tmp_path):
     forked, _ = _both(tmp_path, 'ok')
     again, _ = _both(tmp_path, 'ok')

@@ -58,20 +58,29 @@ class _Server:
         if not ready.startswith('READY'):
             raise RuntimeError(f'tool server failed to start: {ready!r}')
 
+    def start(self, cmd, cwd, env, out, err) -> int:
+        """Fork a run writing to the files ``out`` and ``err`` (one file
+        when they are the same path); its pid."""
+        request = dict(argv=[str(c) for c in cmd[1:]], cwd=str(cwd),
+                       env=env, out=str(out), err=str(err))
+        self.proc.stdin.write(json.dumps(request) + '\n')
+        self.proc.stdin.flush()
+        return int(json.loads(self.proc.stdout.readline())['pid'])
+
+    def finish(self) -> int:
+        """Wait for the run :meth:`start` forked; its return code."""
+        return json.loads(self.proc.stdout.readline())['returncode']
+
     def run(self, cmd, cwd, env, timeout):
         import tempfile
         with tempfile.TemporaryDirectory(prefix='lmclip_tool_') as tmp:
             out, err = os.path.join(tmp, 'out'), os.path.join(tmp, 'err')
-            request = dict(argv=[str(c) for c in cmd[1:]], cwd=str(cwd),
-                           env=env, out=out, err=err)
-            self.proc.stdin.write(json.dumps(request) + '\n')
-            self.proc.stdin.flush()
-            pid = int(json.loads(self.proc.stdout.readline())['pid'])
+            pid = self.start(cmd, cwd, env, out, err)
             fired = []
             timer = threading.Timer(timeout, _kill, (pid, fired))
             timer.start()
             try:
-                reply = json.loads(self.proc.stdout.readline())
+                returncode = self.finish()
             finally:
                 timer.cancel()
             with open(out, errors='replace') as f:
@@ -80,8 +89,7 @@ class _Server:
                 stderr = f.read()
         if fired:
             raise subprocess.TimeoutExpired(cmd, timeout, stdout, stderr)
-        return subprocess.CompletedProcess(cmd, reply['returncode'], stdout,
-                                           stderr)
+        return subprocess.CompletedProcess(cmd, returncode, stdout, stderr)
 
     def close(self):
         try:
@@ -102,13 +110,15 @@ def _kill(pid, fired):
 
 def forkable(cmd, env, base_env) -> bool:
     """Whether ``cmd`` with ``env`` may run in a fork of a server started
-    with ``base_env``: a Python script of ours, an environment that differs
-    only in :data:`CALL_TIME_VARIABLES`, and no ``LMCLIP_TEST_FRESH_TOOLS``.
-    """
+    with ``base_env``: ``python SCRIPT.py ...`` or ``python -m MODULE ...``,
+    an environment that differs only in :data:`CALL_TIME_VARIABLES`, and no
+    ``LMCLIP_TEST_FRESH_TOOLS``."""
     if os.environ.get('LMCLIP_TEST_FRESH_TOOLS') == '1':
         return False
-    if len(cmd) < 2 or cmd[0] != sys.executable or \
-            not str(cmd[1]).endswith('.py'):
+    if len(cmd) < 2 or cmd[0] != sys.executable:
+        return False
+    if not (str(cmd[1]).endswith('.py') or
+            (str(cmd[1]) == '-m' and len(cmd) > 2)):
         return False
     keys = set(env) | set(base_env)
     return all(env.get(k) == base_env.get(k) for k in keys
@@ -121,19 +131,60 @@ def run(cmd, cwd, env, base_env, timeout):
     :func:`forkable` against ``base_env`` (the environment of a tool run
     without extra variables); the server is (re)started with ``base_env``
     when there is none or it was started in another environment."""
-    global _SERVER
     if forkable(cmd, env, base_env):
         with _LOCK:
-            if _SERVER is not None and not forkable(cmd, env, _SERVER.env):
-                # the session's environment changed since the server
-                # started: one new server, not a fresh interpreter per call
-                _SERVER.close()
-                _SERVER = None
-            if _SERVER is None or _SERVER.proc.poll() is not None:
-                _SERVER = _Server(base_env)
-            return _SERVER.run(cmd, cwd, env, timeout)
+            return _server_for(cmd, env, base_env).run(cmd, cwd, env, timeout)
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def _server_for(cmd, env, base_env):
+    """The server (started now if there is none, or if it was started in
+    another environment than ``base_env``: one new server, not a fresh
+    interpreter per call). Called with :data:`_LOCK` held."""
+    global _SERVER
+    if _SERVER is not None and not forkable(cmd, env, _SERVER.env):
+        _SERVER.close()
+        _SERVER = None
+    if _SERVER is None or _SERVER.proc.poll() is not None:
+        _SERVER = _Server(base_env)
+    return _SERVER
+
+
+class ServedPopen:
+    """``subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+    env=env)`` for a tool the server can fork (:func:`forkable` against
+    ``base_env``), e.g. the training processes an in-process tuner starts:
+    ``pid``, ``wait()``, ``poll()``, ``kill()``. The server runs one tool at
+    a time: the server is this object's until :meth:`wait` returned."""
+
+    def __init__(self, cmd, log_path, env, base_env, cwd=None):
+        if not forkable(cmd, env, base_env):
+            raise ValueError(f'not a run the tool server can fork: {cmd} '
+                             '(see forkable)')
+        _LOCK.acquire()
+        try:
+            self._server = _server_for(cmd, env, base_env)
+            self.pid = self._server.start(cmd, cwd or os.getcwd(), env,
+                                          log_path, log_path)
+        except BaseException:
+            _LOCK.release()
+            raise
+        self.returncode = None
+
+    def wait(self, timeout=None):
+        if self.returncode is None:
+            try:
+                self.returncode = self._server.finish()
+            finally:
+                _LOCK.release()
+        return self.returncode
+
+    def poll(self):
+        return self.returncode
+
+    def kill(self):
+        _kill(self.pid, [])
 
 
 def shutdown():
@@ -150,7 +201,8 @@ def _child(request, banner_out, banner_err):  # pragma: no cover - forked
     import runpy
     import traceback
     out = os.open(request['out'], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    err = os.open(request['err'], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    err = out if request['err'] == request['out'] else os.open(
+        request['err'], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(out, 1)
@@ -165,9 +217,18 @@ def _child(request, banner_out, banner_err):  # pragma: no cover - forked
     os.environ.update(request['env'])
     import tempfile
     tempfile.tempdir = None  # computed from $TMPDIR at first use, as fresh
-    script = os.path.abspath(request['argv'][0])
-    sys.argv = list(request['argv'])
-    sys.path[0] = os.path.dirname(script)
+    argv = list(request['argv'])
+    module = argv.pop(1) if argv[0] == '-m' else None
+    if module is None:
+        script = os.path.abspath(argv[0])
+        sys.argv = argv
+        sys.path[0] = os.path.dirname(script)
+    else:  # python -m MODULE: sys.path[0] is the working directory
+        import importlib.util
+        sys.path[0] = os.getcwd()
+        # as fresh: the module not imported yet (runpy would warn)
+        sys.modules.pop(module, None)
+        sys.argv = [importlib.util.find_spec(module).origin] + argv[1:]
     # a fresh interpreter's seeds are random: so are a fork's
     import numpy as np
     import torch
@@ -176,7 +237,10 @@ def _child(request, banner_out, banner_err):  # pragma: no cover - forked
     torch.seed()
     code = 0
     try:
-        runpy.run_path(script, run_name='__main__')
+        if module is None:
+            runpy.run_path(script, run_name='__main__')
+        else:
+            runpy.run_module(module, run_name='__main__', alter_sys=True)
     except SystemExit as exc:
         code = exit_status(exc)
     except BaseException:

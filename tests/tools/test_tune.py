@@ -557,7 +557,31 @@ def wait_for(predicate, timeout, what):
     raise AssertionError(f'timed out waiting for {what}')
 
 
-def test_optuna_study_prunes_fails_and_resumes(tune_tool, tmp_path, capsys):
+def serve_trials(monkeypatch):
+    """The trials of a tuner run in this process start as forks of the tool
+    server (``python -m lmclip_tools.train`` as ever, without its ~7 s of
+    imports): this process's environment becomes the tools' (which the
+    tuner hands its trials), its ``subprocess.Popen`` a
+    :class:`tool_server.ServedPopen`."""
+    import types
+
+    import tool_server
+    from lmclip_tools.tune import optuna_backend
+    base = tool_env()
+    for key, value in base.items():
+        if os.environ.get(key) != value:
+            monkeypatch.setenv(key, value)
+
+    def popen(cmd, stdout, stderr, env, preexec_fn=None):
+        assert stderr is subprocess.STDOUT
+        return tool_server.ServedPopen(cmd, stdout.name, env, base)
+
+    monkeypatch.setattr(optuna_backend, 'subprocess', types.SimpleNamespace(
+        Popen=popen, STDOUT=subprocess.STDOUT))
+
+
+def test_optuna_study_prunes_fails_and_resumes(tune_tool, tmp_path, capsys,
+                                               monkeypatch):
     cfg = write_toy_tune_cfg(tmp_path)
     work = tmp_path / 'work'
     log1 = tmp_path / 'first.log'
@@ -594,8 +618,10 @@ def test_optuna_study_prunes_fails_and_resumes(tune_tool, tmp_path, capsys):
     with pytest.raises(tune_tool.TuneError, match='--resume'):
         tune_main([str(cfg), '--work-dir', str(work), '--n-trials', '6'])
 
-    # the resumed tuner runs in this process (its trials are tools/train.py
-    # processes all the same): a second tuner start would cost ~14 s
+    # the resumed tuner runs in this process, its trials in forks of the
+    # tool server (those of the first tuner were fresh processes): a second
+    # tuner start would cost ~14 s, each fresh trial ~7 s
+    serve_trials(monkeypatch)
     capsys.readouterr()
     tune_main([str(cfg), '--work-dir', str(work), '--n-trials', '6',
                '--resume'])
@@ -722,11 +748,9 @@ def test_two_workers_share_one_study(tmp_path):
 def test_ray_backend(tmp_path):
     cfg = write_toy_tune_cfg(tmp_path)
     work = tmp_path / 'work'
-    proc = subprocess.run(
-        tune_cmd(cfg, work, '--backend', 'ray', '--n-trials', 2,
-                 '--ray-num-cpus', 2),
-        capture_output=True, text=True, env=tool_env(), cwd=REPO,
-        timeout=1500)
+    from lmclip_testing import run_tool
+    proc = run_tool(['tune.py', cfg, '--work-dir', work, '--backend', 'ray',
+                     '--n-trials', 2, '--ray-num-cpus', 2], check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
     rows = list(csv_rows(work / 'trials.csv'))
@@ -913,9 +937,9 @@ def test_a_trial_config_error_stops_the_study_in_one_line(tmp_path):
         "g=dict(type='uniform', low=2.0, high=3.0, "
         "key='model.loss.gama_neg')))\n")
     work = tmp_path / 'work'
-    proc = subprocess.run(tune_cmd(cfg, work, '--n-trials', 2),
-                          capture_output=True, text=True, env=tool_env(),
-                          cwd=REPO, timeout=900)
+    from lmclip_testing import run_tool
+    proc = run_tool(['tune.py', cfg, '--work-dir', work, '--n-trials', 2],
+                    check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out[-3000:]
     assert 'Traceback' not in out, out[-3000:]
