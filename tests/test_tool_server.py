@@ -177,28 +177,6 @@ def test_threads_share_the_server_one_run_at_a_time(tmp_path):
     assert sorted(results) == [(i, 0, f'ok{i}') for i in range(4)]
 
 
-def test_a_server_started_in_another_environment_is_replaced(
-        tmp_path, monkeypatch):
-    """An import-time variable set after the server started (e.g. by a
-    test's monkeypatch): a new server, started in the new environment,
-    serves the run (a fork: its parent is neither this process nor the old
-    server), and the runs after it."""
-    script = tmp_path / 'ppid.py'
-    script.write_text('import os\nprint(os.getppid())\n')
-    cmd = [sys.executable, str(script)]
-    base = tool_env()
-    served = tool_server.run(cmd, tmp_path, base, base, timeout=120)
-    old = int(served.stdout.split()[-1])
-    assert old != os.getpid()  # a fork
-    monkeypatch.setenv('LMCLIP_TEST_IMPORT_TIME_PROBE', '1')
-    changed = tool_env()
-    runs = [tool_server.run(cmd, tmp_path, changed, changed, timeout=120)
-            for _ in range(2)]
-    parents = {int(p.stdout.split()[-1]) for p in runs}
-    assert len(parents) == 1 and parents.isdisjoint({old, os.getpid()})
-    assert tool_server._SERVER.env['LMCLIP_TEST_IMPORT_TIME_PROBE'] == '1'
-
-
 def test_a_test_changes_the_environment_for_itself_only():
     """tests/conftest.py's own_environment: a variable a test sets (as a
     tool's main() run in-process sets LOCAL_RANK) is gone for the next
@@ -225,3 +203,27 @@ def test_the_server_serves_every_test(tmp_path, request):
     proc = tool_server.run([sys.executable, str(script)], tmp_path, base,
                            base, timeout=120)
     assert int(proc.stdout.split()[-1]) != os.getpid()
+
+
+def test_a_server_started_in_another_environment_is_replaced(
+        tmp_path, monkeypatch):
+    """An import-time variable set after the server started (e.g. by a
+    test's monkeypatch): a new server, started in the new environment,
+    serves the run (a fork: its parent is neither this process nor the old
+    server), and the runs after it."""
+    script = tmp_path / 'ppid.py'
+    script.write_text('import os\nprint(os.getppid())\n')
+    cmd = [sys.executable, str(script)]
+    base = tool_env()
+    served = tool_server.run(cmd, tmp_path, base, base, timeout=120)
+    old = int(served.stdout.split()[-1])
+    assert old != os.getpid()  # a fork
+    monkeypatch.setenv('LMCLIP_TEST_IMPORT_TIME_PROBE', '1')
+    changed = tool_env()
+    runs = [tool_server.run(cmd, tmp_path, changed, changed, timeout=120)
+            for _ in range(2)]
+    parents = {int(p.stdout.split()[-1]) for p in runs}
+    assert len(parents) == 1 and parents.isdisjoint({old, os.getpid()})
+    assert tool_server._SERVER.env['LMCLIP_TEST_IMPORT_TIME_PROBE'] == '1'
+    # (last in this file: the next tool run starts the session's server)
+    tool_server.shutdown()

@@ -14,7 +14,7 @@ import mmpretrain
 import pytest
 from lmclip_testing import REPO, tool_env
 
-pytestmark = pytest.mark.heavy(40)  # seconds on one CI core
+pytestmark = pytest.mark.heavy(35)  # seconds on one CI core
 
 MMPRETRAIN_TRAIN = os.path.join(os.path.dirname(mmpretrain.__file__),
                                 '.mim', 'tools', 'train.py')

@@ -24,7 +24,7 @@ from lmclip_mm.datasets.image_cache import (CHUNK, RECORD_SIZE, ImageCache,
                                             unpack_record)
 from lmclip_mm.datasets.transforms import LoadResizedImage
 
-pytestmark = pytest.mark.heavy(40)  # seconds on one CI core
+pytestmark = pytest.mark.heavy(20)  # seconds on one CI core
 PHOTOS = ('china', 'flower', 'exif6', 'gray', 'cmyk', 'la', 'palette',
           'small', 'rgba')
 SCALE = (224, 224)

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-pytestmark = pytest.mark.heavy(50)  # seconds on one CI core
+pytestmark = pytest.mark.heavy(30)  # seconds on one CI core
 
 ARGS = [
     'analysis/benchmark.py', '--model', 'lmclip-tiny-vit', '--classes', '20',

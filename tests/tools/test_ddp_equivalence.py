@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import torch
 
-pytestmark = pytest.mark.heavy(40)  # seconds on one CI core
+pytestmark = pytest.mark.heavy(25)  # seconds on one CI core
 
 IMAGES = 320  # of the toy train list
 ITERS = 10  # global batch 32

@@ -2,7 +2,7 @@
 import pytest
 from lmclip_testing import real_data_dir
 
-pytestmark = pytest.mark.heavy(45)  # seconds on one CI core
+pytestmark = pytest.mark.heavy(25)  # seconds on one CI core
 
 DATA = real_data_dir('coco_mlt')
 SPLITS = DATA / 'coco_mlt' / 'longtail2017' if DATA else None

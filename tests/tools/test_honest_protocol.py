@@ -13,7 +13,7 @@ from mmengine.config import Config
 
 from lmclip_testing import REPO, data_root_options
 
-pytestmark = pytest.mark.heavy(45)  # seconds on one CI core
+pytestmark = pytest.mark.heavy(25)  # seconds on one CI core
 
 HONEST_CFG = 'configs/lmclip_toy_mlt_tiny_honest.py'
 PAPER_CFG = 'configs/lmclip_toy_mlt_tiny.py'

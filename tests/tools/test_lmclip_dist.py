@@ -12,7 +12,7 @@ import pytest
 import torch
 from lmclip_testing import data_root_options
 
-pytestmark = pytest.mark.heavy(120)  # seconds on one CI core
+pytestmark = pytest.mark.heavy(100)  # seconds on one CI core
 
 CFG = 'configs/lmclip_toy_mlt_tiny.py'
 TRAIN_IMAGES = 256  # of the toy train split's 804 (SUBSET)

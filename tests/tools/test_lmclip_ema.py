@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-pytestmark = pytest.mark.heavy(30)  # seconds on one CI core
+pytestmark = pytest.mark.heavy(15)  # seconds on one CI core
 
 CFG = 'configs/lmclip_toy_mlt_tiny.py'
 

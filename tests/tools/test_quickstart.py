@@ -10,7 +10,7 @@ import pytest
 import torch
 from lmclip_testing import data_root_options
 
-pytestmark = pytest.mark.heavy(120)  # seconds on one CI core
+pytestmark = pytest.mark.heavy(50)  # seconds on one CI core
 
 REPO_CFG = 'configs/lmclip_toy_mlt_tiny.py'
 CHANCE_MAP = 100 * 30 / 345

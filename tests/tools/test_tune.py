@@ -17,7 +17,7 @@ import optuna
 import pytest
 from mmengine.config import Config
 
-pytestmark = pytest.mark.heavy(240)  # seconds on one CI core
+pytestmark = pytest.mark.heavy(170)  # seconds on one CI core
 
 REPO = Path(__file__).resolve().parents[2]
 TOY_CFG = REPO / 'configs' / 'lmclip_toy_mlt_tiny.py'

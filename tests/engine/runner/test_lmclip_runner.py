@@ -13,7 +13,7 @@ from mmengine.config import Config, ConfigDict
 from lmclip_mm.engine.runner import (CPU_WRAPPER, LMCLIPRunner,
                                      cpu_wrapper_cfg, fix_dataloaders)
 
-pytestmark = pytest.mark.heavy(40)  # seconds on one CI core
+pytestmark = pytest.mark.heavy(35)  # seconds on one CI core
 
 TOY = CONFIGS / 'lmclip_toy_mlt_tiny.py'
 #: MMPretrain's tools as its wheel ships them (what ``mim train`` runs)

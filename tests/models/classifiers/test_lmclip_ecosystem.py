@@ -15,6 +15,7 @@ from mmpretrain.registry import MODELS  # noqa: E402
 import lmclip_mm  # noqa: E402,F401
 
 REPO = Path(__file__).resolve().parents[3]
+pytestmark = pytest.mark.heavy(55)  # seconds on one CI core
 
 
 @pytest.fixture(autouse=True, scope='module')
