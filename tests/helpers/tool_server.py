@@ -9,7 +9,9 @@ torch op ran). Each run is a ``fork()`` of that server which then does what
 the interpreter does for ``python SCRIPT ARGS``: ``sys.argv``, ``sys.path[0]
 = dirname(SCRIPT)``, the working directory and the environment of the call,
 fresh random seeds, the script run as ``__main__``
-(:func:`runpy.run_path`), an uncaught exception printed with its traceback
+(:func:`runpy.run_path`; ``python -m MODULE ARGS``: :func:`runpy.run_module`
+with ``sys.path[0]`` the working directory), an uncaught exception printed
+with its traceback
 (exit 1), ``SystemExit`` codes, ``atexit`` handlers, and death by a signal
 reported as ``-signum``. What the imports printed when the server started
 is written first to every run's stdout/stderr, as a fresh interpreter would
@@ -19,7 +21,13 @@ What differs from a fresh interpreter: modules read some environment
 variables once, when imported. A call whose environment differs from the
 server's in any variable outside :data:`CALL_TIME_VARIABLES` therefore runs
 in a fresh interpreter, as does every call when ``LMCLIP_TEST_FRESH_TOOLS=1``
-(the whole suite then starts every tool fresh).
+(the whole suite then starts every tool fresh). A server started before
+the session's own environment changed is replaced by one started in the
+new environment.
+
+:func:`run` is ``subprocess.run`` for a tool; :class:`ServedPopen` is
+``subprocess.Popen`` with one log file, for code under test that starts
+tools itself (an in-process tuner's trials).
 """
 import json
 import os
