@@ -12,6 +12,8 @@ from mmengine.runner import Runner, find_latest_checkpoint
 from mmpretrain.registry import RUNNERS
 from mmpretrain.utils import get_ori_model
 
+from .formatted_config import FormattedConfig
+
 #: the DDP wrapper of CPU processes (the scope prefix is needed: mmengine
 #: looks wrappers up in its root registry)
 CPU_WRAPPER = 'mmpretrain.DeviceAgnosticDDP'
@@ -113,11 +115,15 @@ class LMCLIPRunner(Runner):
     :class:`~lmclip_mm.models.LMCLIPClassifier`, is told so): the
     checkpoint replaces them. With ``load_from`` alone they are loaded (the
     checkpoint may hold only some of the weights).
+
+    Its config (``runner.cfg``) is a :class:`FormattedConfig`: the text it
+    logs, dumps and writes into every checkpoint's meta is mmengine's, byte
+    for byte, formatted once instead of once per checkpoint.
     """
 
     @classmethod
     def from_cfg(cls, cfg: Config) -> 'LMCLIPRunner':
-        cfg = deepcopy(cfg)
+        cfg = FormattedConfig.of(cfg)  # a copy, formatted once per text
         fix_dataloaders(cfg)
         init_cpu_distributed(cfg)
         return super().from_cfg(cfg)

@@ -196,6 +196,12 @@ def test_clip_weights_loaded_before_the_first_step_not_when_resuming(
                               if k.startswith('clip.')})
     log = sorted((tmp_path / 'work').glob('*/*.log'))[-1].read_text()
     assert "the '" + other + "' weights are not loaded: resuming " in log
+    # the config text in a checkpoint's meta is mmengine's, byte for byte
+    # (runner.cfg is a FormattedConfig: formatted once, not per checkpoint)
+    from mmengine.config import Config
+    last = torch.load(tmp_path / 'work' / 'epoch_2.pth', weights_only=False)
+    assert type(runner.cfg).__name__ == 'FormattedConfig'
+    assert last['meta']['cfg'] == Config(runner.cfg.to_dict()).pretty_text
 
     # load_from without resume: the weights are loaded, then the checkpoint
     runner = LMCLIPRunner.from_cfg(_train_cfg(
