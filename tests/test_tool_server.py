@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 import tool_server
@@ -110,8 +111,13 @@ def test_served_popen_is_popen_with_one_log(tmp_path):
     sleeper = tool_server.ServedPopen([sys.executable, str(script), 'sleep'],
                                       log, base, base, cwd=tmp_path)
     assert os.path.exists(f'/proc/{sleeper.pid}')
+    assert sleeper.poll() is None  # still running
     sleeper.kill()
-    assert sleeper.wait() == -9
+    for _ in range(100):  # poll() sees the end (and frees the server)
+        if sleeper.poll() is not None:
+            break
+        time.sleep(0.1)
+    assert sleeper.poll() == -9 and sleeper.wait() == -9
     # the server is free again
     assert tool_server.run([sys.executable, str(script), 'ok'], tmp_path,
                            base, base, timeout=60).returncode == 0

@@ -163,8 +163,9 @@ class ServedPopen:
     """``subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
     env=env)`` for a tool the server can fork (:func:`forkable` against
     ``base_env``), e.g. the training processes an in-process tuner starts:
-    ``pid``, ``wait()``, ``poll()``, ``kill()``. The server runs one tool at
-    a time: the server is this object's until :meth:`wait` returned."""
+    ``pid``, ``wait()``, ``poll()``, ``kill()``, ``send_signal()``. The
+    server runs one tool at a time: the server is this object's until
+    :meth:`wait` returned (or :meth:`poll` saw the run end)."""
 
     def __init__(self, cmd, log_path, env, base_env, cwd=None):
         if not forkable(cmd, env, base_env):
@@ -189,10 +190,29 @@ class ServedPopen:
         return self.returncode
 
     def poll(self):
+        if self.returncode is None and not _running(self.pid):
+            self.wait()  # gone: the server is about to report it
         return self.returncode
 
+    def send_signal(self, sig):
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
     def kill(self):
-        _kill(self.pid, [])
+        import signal
+        self.send_signal(signal.SIGKILL)
+
+
+def _running(pid) -> bool:
+    """Whether ``pid`` exists and is not a zombie (Linux ``/proc``)."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
 
 
 def shutdown():

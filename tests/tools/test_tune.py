@@ -585,21 +585,21 @@ def test_optuna_study_prunes_fails_and_resumes(tune_tool, tmp_path, capsys,
     cfg = write_toy_tune_cfg(tmp_path)
     work = tmp_path / 'work'
     log1 = tmp_path / 'first.log'
-    with open(log1, 'w') as out:
-        proc = subprocess.Popen(tune_cmd(cfg, work, '--n-trials', 6),
-                                stdout=out, stderr=subprocess.STDOUT,
-                                env=tool_env(), cwd=REPO)
-        try:
-            # kill the tuner while trial 2 trains
-            wait_for(lambda: (work / 'trial_2' / 'tune_trial.log').exists()
-                     or proc.poll() is not None, 900, 'trial 2')
-            assert proc.poll() is None, log1.read_text()[-3000:]
-            time.sleep(3)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    # the first tuner: tools/tune.py in a fork of the tool server (without
+    # its imports); its trials are fresh processes, as for a user
+    import tool_server
+    proc = tool_server.ServedPopen(tune_cmd(cfg, work, '--n-trials', 6),
+                                   log1, tool_env(), tool_env(), cwd=REPO)
+    try:
+        # kill the tuner while trial 2 trains
+        wait_for(lambda: (work / 'trial_2' / 'tune_trial.log').exists()
+                 or proc.poll() is not None, 900, 'trial 2')
+        assert proc.poll() is None, log1.read_text()[-3000:]
+        time.sleep(3)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
     first = log1.read_text()
     assert 'trial 2 started' in first
     study = optuna.load_study(study_name='toy_tune',
