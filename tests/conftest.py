@@ -52,10 +52,9 @@ def pytest_unconfigure(config):
 @pytest.fixture(autouse=True)
 def own_environment():
     """What a test changes in ``os.environ`` (a tool's ``main()`` run in
-    this process sets ``LOCAL_RANK``, an in-process runner
-    ``MKL_NUM_THREADS``) ends with it: a later test sees the session's
-    environment, and the tools it runs still fork from the tool server
-    (:mod:`tool_server` starts a fresh interpreter for a call whose
+    this process sets ``LOCAL_RANK``) ends with it: a later test sees the
+    session's environment, and the tools it runs still fork from the tool
+    server (:mod:`tool_server` starts a fresh interpreter for a call whose
     environment differs from the server's)."""
     saved = dict(os.environ)
     yield

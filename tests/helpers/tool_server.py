@@ -110,8 +110,13 @@ class _Server:
 def _kill(pid, fired):
     import signal
     fired.append(pid)
+    _signal(pid, signal.SIGKILL)
+
+
+def _signal(pid, sig):
+    """``os.kill(pid, sig)``; a run that already ended is not an error."""
     try:
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, sig)
     except ProcessLookupError:
         pass
 
@@ -181,7 +186,7 @@ class ServedPopen:
             raise
         self.returncode = None
 
-    def wait(self, timeout=None):
+    def wait(self):
         if self.returncode is None:
             try:
                 self.returncode = self._server.finish()
@@ -196,10 +201,7 @@ class ServedPopen:
 
     def send_signal(self, sig):
         if self.returncode is None:
-            try:
-                os.kill(self.pid, sig)
-            except ProcessLookupError:
-                pass
+            _signal(self.pid, sig)
 
     def kill(self):
         import signal
